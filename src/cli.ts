@@ -1,0 +1,252 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { loadConfig } from './config';
+import type { Config } from './config';
+import { RESULT_TAG, TASK_TAG } from './daemon/result';
+import { rendererOptions } from './daemon/main';
+import { ConfigError, RenderFarmError, errorMessage } from './errors';
+import { partLogger, setLogLevel } from './logger';
+import { openQueue } from './queue/open-queue';
+import { Renderer } from './render/renderer';
+import { Catalogue } from './resources/catalogue';
+import { TASK_KIND, checkTask } from './resources/task';
+import { startSupervisor } from './supervisor/supervisor';
+
+/** Runs the `render-farm` command line with `argv` (as in process.argv). */
+export function main(argv: string[]): void {
+  program()
+    .parseAsync(argv)
+    .catch((error: unknown) => {
+      const known = error instanceof RenderFarmError;
+      process.stderr.write(`render-farm: ${known ? errorMessage(error) : String(error)}\n`);
+      process.exit(error instanceof ConfigError ? 2 : 1);
+    });
+}
+
+function program(): Command {
+  const cli = new Command('render-farm')
+    .description('Render queued tasks to print-ready PDF resources with headless Chromium.')
+    .showHelpAfterError();
+
+  cli
+    .command('start')
+    .description(
+      'Start the supervisor: one daemon per core (RENDER_DAEMONS), health checks, ' +
+        'metrics and the dashboard on RENDER_HOST:RENDER_PORT (default 127.0.0.1:8080).',
+    )
+    .action(async () => {
+      const config = configure();
+      await startSupervisor(config);
+    });
+
+  cli
+    .command('render')
+    .description('Render one resource to a PDF file, without any queue.')
+    .argument('<view>', 'resource view, e.g. binary-cards (see `render-farm resources`)')
+    .option('-o, --option <key=value>', 'an option of the resource (repeatable)', collect, [])
+    .option('-c, --copies <n>', 'number of copies', whole, 1)
+    .option('--header-text <text>', 'text printed at the top of every page', '')
+    .option('--url <url>', 'url printed at the foot of every page', 'https://example.org/')
+    .option('--name <name>', 'resource name (default: the manifest title)')
+    .option('--task-id <id>', 'seed of the random numbers', 'cli')
+    .requiredOption('--out <file>', 'where to write the PDF')
+    .action(async (view: string, opts: RenderOptions) => {
+      const config = configure();
+      await renderOnce(config, view, opts);
+    });
+
+  cli
+    .command('enqueue')
+    .description(
+      'Put render tasks on the queue (RENDER_QUEUE), tagged "task". Each FILE ' +
+        '(or - for stdin) holds a task object or an array of them; prints one task id a line.',
+    )
+    .argument('[files...]', 'task JSON files; - reads stdin', ['-'])
+    .action(async (files: string[]) => {
+      const config = configure();
+      await enqueue(config, files);
+    });
+
+  cli
+    .command('results')
+    .description('Take result messages off the queue and print each as one JSON line.')
+    .option('--wait <n>', 'keep waiting until this many results were taken', whole, 0)
+    .option('--timeout <seconds>', 'give up waiting after this long', whole, 60)
+    .option('--save <dir>', 'write inline documents into DIR and print their path instead')
+    .action(async (opts: { wait: number; timeout: number; save?: string }) => {
+      const config = configure();
+      const missing = await takeResults(config, opts);
+      if (missing > 0) {
+        process.stderr.write(`render-farm: ${missing} result(s) did not arrive in time\n`);
+        process.exitCode = 1;
+      }
+    });
+
+  cli
+    .command('resources')
+    .description('List the resource views with their options and allowed values.')
+    .option('--json', 'print JSON')
+    .action((opts: { json?: boolean }) => {
+      const config = configure();
+      listResources(config, opts.json ?? false);
+    });
+
+  return cli;
+}
+
+interface RenderOptions {
+  option: string[];
+  copies: number;
+  headerText: string;
+  url: string;
+  name?: string;
+  taskId: string;
+  out: string;
+}
+
+function configure(): Config {
+  const config = loadConfig();
+  setLogLevel(config.logLevel);
+  return config;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function whole(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number');
+  return n;
+}
+
+async function renderOnce(config: Config, view: string, opts: RenderOptions): Promise<void> {
+  const catalogue = Catalogue.load(config.resourcesDir);
+  const manifest = catalogue.get(view);
+  const task: Record<string, unknown> = {
+    kind: TASK_KIND,
+    resource_slug: view,
+    resource_name: opts.name ?? manifest?.title ?? view,
+    resource_view: view,
+    url: opts.url,
+    header_text: opts.headerText,
+    copies: opts.copies,
+  };
+  for (const [name, spec] of Object.entries(manifest?.options ?? {})) task[name] = spec.default;
+  for (const pair of opts.option) {
+    const at = pair.indexOf('=');
+    if (at < 1) throw new ConfigError(`--option: got "${pair}", expected KEY=VALUE`);
+    task[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  const job = checkTask(task, opts.taskId, catalogue, config);
+  const renderer = new Renderer(rendererOptions(config), catalogue, partLogger('render'));
+  try {
+    const output = await renderer.render(job);
+    fs.mkdirSync(path.dirname(path.resolve(opts.out)), { recursive: true });
+    fs.writeFileSync(opts.out, output.pdf);
+    for (const warning of output.warnings) process.stderr.write(`warning: ${warning}\n`);
+    process.stdout.write(
+      `${opts.out}: ${output.pages} pages, ${output.pdf.length} bytes, ` +
+        `${output.durationMs} ms (${job.filename})\n`,
+    );
+  } finally {
+    await renderer.stop();
+  }
+}
+
+async function enqueue(config: Config, files: string[]): Promise<void> {
+  const queue = await openQueue(config.queue);
+  try {
+    for (const file of files) {
+      const text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
+      for (const task of tasksOf(text, file)) {
+        const id = await queue.put(task, TASK_TAG);
+        process.stdout.write(`${id}\n`);
+      }
+    }
+  } finally {
+    await queue.close();
+  }
+}
+
+/** The task payloads in a file: an object, or each item of an array. */
+function tasksOf(text: string, file: string): string[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(`${file}: not valid JSON (${errorMessage(error)})`);
+  }
+  const items = Array.isArray(value) ? value : [value];
+  return items.map((item) => JSON.stringify(item));
+}
+
+async function takeResults(
+  config: Config,
+  opts: { wait: number; timeout: number; save?: string },
+): Promise<number> {
+  const queue = await openQueue(config.queue);
+  const deadline = Date.now() + opts.timeout * 1000;
+  let taken = 0;
+  try {
+    do {
+      const leased = await queue.lease({ tag: RESULT_TAG, max: 10, leaseSeconds: 60 });
+      for (const task of leased) {
+        process.stdout.write(`${resultLine(task.payload, opts.save)}\n`);
+        await queue.acknowledge(task);
+        taken++;
+      }
+      if (leased.length === 0 && taken < opts.wait) await sleep(250);
+      else if (leased.length === 0) break;
+    } while (Date.now() < deadline && (opts.wait === 0 || taken < opts.wait));
+  } finally {
+    await queue.close();
+  }
+  return Math.max(0, opts.wait - taken);
+}
+
+function resultLine(payload: Buffer, saveDir: string | undefined): string {
+  const text = payload.toString('utf8');
+  if (!saveDir) return text;
+  const message = JSON.parse(text) as Record<string, unknown>;
+  if (typeof message['document'] === 'string' && typeof message['filename'] === 'string') {
+    const dir = path.join(saveDir, String(message['task_id']));
+    fs.mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, path.basename(message['filename']));
+    fs.writeFileSync(file, Buffer.from(message['document'], 'base64'));
+    message['document'] = path.resolve(file);
+  }
+  return JSON.stringify(message);
+}
+
+function listResources(config: Config, json: boolean): void {
+  const catalogue = Catalogue.load(config.resourcesDir);
+  const list = catalogue.list().map((m) => ({
+    view: m.view,
+    title: m.title,
+    description: m.description,
+    copies_differ: m.copiesDiffer,
+    options: Object.fromEntries(
+      Object.entries(m.options).map(([name, spec]) => [
+        name,
+        { label: spec.label, values: spec.values, default: spec.default },
+      ]),
+    ),
+  }));
+  if (json) {
+    process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+    return;
+  }
+  for (const item of list) {
+    process.stdout.write(`${item.view}  (${item.title})\n`);
+    for (const [name, spec] of Object.entries(item.options)) {
+      const values = spec.values.map((v) => (v === spec.default ? `[${v}]` : String(v)));
+      process.stdout.write(`    ${name}: ${values.join(', ')}\n`);
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

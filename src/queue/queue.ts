@@ -1,0 +1,74 @@
+/**
+ * The queue interface every backend implements. Tasks and results travel as
+ * opaque payloads with a tag (`task` or `result`); a worker leases tasks for
+ * a time, renews the lease while it works, and acknowledges a task once its
+ * result is published, or cancels the lease to give the task back.
+ */
+
+/** One task held under a lease. */
+export interface LeasedTask {
+  /** The queue's name for the task; stable across deliveries. */
+  id: string;
+  /** The payload exactly as it was put. */
+  payload: Buffer;
+  /** The tag it was put with. */
+  tag: string;
+  /**
+   * Deliveries so far, this one included, counted by the queue itself so
+   * that a worker killed mid-task still moves the count.
+   */
+  attempts: number;
+  /** When the task was first put. */
+  enqueuedAt: Date;
+  /** When the current lease runs out. */
+  leaseExpiresAt: Date;
+  /**
+   * Proof of this lease, passed back on renew, ack and cancel. A lease that
+   * expired and was taken by another worker no longer matches.
+   */
+  leaseToken: string;
+}
+
+/** What {@link TaskQueue.lease} takes. */
+export interface LeaseRequest {
+  /** Only tasks with this tag. */
+  tag: string;
+  /** At most this many tasks. */
+  max: number;
+  /** Length of the lease, in seconds. */
+  leaseSeconds: number;
+}
+
+/** A durable queue of tagged tasks with leases. */
+export interface TaskQueue {
+  /** A short description for logs: backend and location. */
+  readonly description: string;
+
+  /** Puts a payload with a tag; returns the new task's id. */
+  put(payload: Buffer | string, tag: string): Promise<string>;
+
+  /** Leases up to `max` available tasks with the tag. */
+  lease(request: LeaseRequest): Promise<LeasedTask[]>;
+
+  /**
+   * Removes a leased task for good. Throws `LeaseLostError` when the lease
+   * is no longer this worker's.
+   */
+  acknowledge(task: LeasedTask): Promise<void>;
+
+  /**
+   * Extends a lease to `leaseSeconds` from now and returns the task with
+   * its new expiry and token. Throws `LeaseLostError` when the lease is no
+   * longer this worker's.
+   */
+  renew(task: LeasedTask, leaseSeconds: number): Promise<LeasedTask>;
+
+  /** Gives a leased task back so it can be leased again at once. */
+  cancelLease(task: LeasedTask): Promise<void>;
+
+  /** Tasks with the tag waiting or leased, where the backend can tell. */
+  depth?(tag: string): Promise<number>;
+
+  /** Releases connections and file handles. */
+  close(): Promise<void>;
+}

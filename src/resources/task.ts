@@ -1,0 +1,185 @@
+import { InvalidTaskError } from '../errors';
+import type { Catalogue } from './catalogue';
+import type { Manifest, OptionValue } from './manifest';
+
+/** The kind of a render task message. */
+export const TASK_KIND = 'task#render';
+
+/** A checked render task, ready for the renderer. */
+export interface RenderJob {
+  /** The queue's id of the task (or a caller's own id); seeds randomness. */
+  taskId: string;
+  manifest: Manifest;
+  resourceSlug: string;
+  resourceName: string;
+  url: string;
+  headerText: string;
+  copies: number;
+  /** Every declared option, `paper_size` included, as its declared value. */
+  options: Record<string, OptionValue>;
+  /** `<resource_name> (<subtitle>).pdf`. */
+  filename: string;
+  /** Whether each copy is filled with its own random numbers. */
+  copiesDiffer: boolean;
+}
+
+const REQUIRED_TEXT = ['resource_slug', 'resource_name', 'resource_view', 'url'] as const;
+
+/** Limits a task is checked against. */
+export interface TaskLimits {
+  maxCopies: number;
+  maxTaskBytes: number;
+}
+
+/**
+ * Parses and checks a raw task payload against the contract and the
+ * resource's manifest. Throws an {@link InvalidTaskError} naming the field,
+ * the value and what was expected.
+ */
+export function parseTask(
+  payload: Buffer,
+  taskId: string,
+  catalogue: Catalogue,
+  limits: TaskLimits,
+): RenderJob {
+  return checkTask(decodePayload(payload, limits.maxTaskBytes), taskId, catalogue, limits);
+}
+
+/** The JSON object of a payload, or a clear error saying why not. */
+export function decodePayload(payload: Buffer, maxTaskBytes: number): Record<string, unknown> {
+  if (payload.length > maxTaskBytes) {
+    throw new InvalidTaskError(
+      `task payload is ${payload.length} bytes, larger than the limit of ${maxTaskBytes} bytes`,
+    );
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(payload);
+  } catch {
+    throw new InvalidTaskError('task payload is not valid UTF-8 text');
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new InvalidTaskError(`task payload is not valid JSON: ${(error as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    const got = Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value;
+    throw new InvalidTaskError(`task payload must be a JSON object, got ${got}`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Checks a decoded task object; see {@link parseTask}. */
+export function checkTask(
+  task: Record<string, unknown>,
+  taskId: string,
+  catalogue: Catalogue,
+  limits: TaskLimits,
+): RenderJob {
+  if (task['kind'] !== TASK_KIND) {
+    throw new InvalidTaskError(
+      task['kind'] === undefined
+        ? `field kind is missing, expected "${TASK_KIND}"`
+        : `field kind: got ${show(task['kind'])}, expected "${TASK_KIND}"`,
+    );
+  }
+  for (const field of REQUIRED_TEXT) requireString(task, field, false);
+  requireString(task, 'header_text', true);
+  const view = task['resource_view'] as string;
+  const manifest = catalogue.get(view);
+  if (!manifest) {
+    throw new InvalidTaskError(
+      `resource_view: got ${show(view)}, expected one of ${catalogue
+        .list()
+        .map((m) => m.view)
+        .join(', ')}`,
+    );
+  }
+  const copies = checkCopies(task['copies'], limits.maxCopies);
+  const options = checkOptions(task, manifest);
+  const resourceName = task['resource_name'] as string;
+  return {
+    taskId,
+    manifest,
+    resourceSlug: task['resource_slug'] as string,
+    resourceName,
+    url: task['url'] as string,
+    headerText: task['header_text'] as string,
+    copies,
+    options,
+    filename: `${resourceName} (${subtitleOf(manifest, options)}).pdf`,
+    copiesDiffer: copiesDiffer(manifest, options),
+  };
+}
+
+function requireString(task: Record<string, unknown>, field: string, mayBeEmpty: boolean): void {
+  const value = task[field];
+  if (value === undefined) throw new InvalidTaskError(`field ${field} is missing`);
+  if (typeof value !== 'string' || (!mayBeEmpty && value.trim() === '')) {
+    const expected = mayBeEmpty ? 'a string' : 'a non-empty string';
+    throw new InvalidTaskError(`field ${field}: got ${show(value)}, expected ${expected}`);
+  }
+}
+
+function checkCopies(value: unknown, maxCopies: number): number {
+  if (value === undefined) throw new InvalidTaskError('field copies is missing');
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > maxCopies) {
+    throw new InvalidTaskError(
+      `field copies: got ${show(value)}, expected a whole number from 1 to ${maxCopies}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Every declared option must be present and among its allowed values. A
+ * value also matches when its text form does (`"8"` for 8, `"true"` for
+ * true), and is then stored as the declared value.
+ */
+function checkOptions(task: Record<string, unknown>, manifest: Manifest): Record<string, OptionValue> {
+  const options: Record<string, OptionValue> = {};
+  for (const [name, spec] of Object.entries(manifest.options)) {
+    const value = task[name];
+    const expected = listWords(spec.values.map((v) => show(v)));
+    if (value === undefined) {
+      throw new InvalidTaskError(`option ${name} is missing, expected ${expected}`);
+    }
+    const match = spec.values.find(
+      (allowed) =>
+        allowed === value ||
+        (['string', 'number', 'boolean'].includes(typeof value) && String(allowed) === String(value)),
+    );
+    if (match === undefined) {
+      throw new InvalidTaskError(`option ${name}: got ${show(value)}, expected ${expected}`);
+    }
+    options[name] = match;
+  }
+  return options;
+}
+
+/** The subtitle of a file name: the options' value texts joined by " - ". */
+export function subtitleOf(manifest: Manifest, options: Record<string, OptionValue>): string {
+  return manifest.subtitle
+    .map((name) => manifest.options[name]?.subtitle?.[String(options[name])] ?? String(options[name]))
+    .join(' - ');
+}
+
+function copiesDiffer(manifest: Manifest, options: Record<string, OptionValue>): boolean {
+  const rule = manifest.copiesDiffer;
+  if (typeof rule === 'boolean') return rule;
+  return Object.entries(rule).some(([name, values]) =>
+    values.some((value) => String(value) === String(options[name])),
+  );
+}
+
+function show(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+function listWords(words: string[]): string {
+  if (words.length <= 1) return words.join('');
+  return `${words.slice(0, -1).join(', ')} or ${words[words.length - 1]}`;
+}

@@ -1,0 +1,325 @@
+import { fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../config';
+import type {
+  CurrentTask,
+  DaemonMessage,
+  DaemonState,
+  TaskFinishedMessage,
+} from '../daemon/messages';
+import type { Logger } from '../logger';
+import { processTree } from '../render/browser';
+
+/** Why a daemon was (re)started; also a metric label. */
+export type DaemonRestartReason = 'exit' | 'heartbeat' | 'stuck' | 'manual';
+
+/** What the supervisor knows of one daemon. */
+export interface DaemonInfo {
+  id: string;
+  pid: number;
+  state: DaemonState | 'stopped' | 'backoff';
+  startedAtMs: number;
+  lastHeartbeatMs: number;
+  tasks: CurrentTask[];
+  rendersDone: number;
+  rendersFailed: number;
+  browserPid: number;
+  browserMemoryBytes: number;
+  browserReady: boolean;
+  restarts: number;
+  /** Restarts in a row without a healthy run in between. */
+  crashStreak: number;
+  /** When a daemon in backoff will be started again, epoch ms. */
+  nextStartMs?: number;
+  lastError?: string;
+}
+
+/** A daemon that ran this long without dying resets its crash streak. */
+const HEALTHY_RUN_MS = 30_000;
+
+/** Longest wait before restarting a daemon that keeps dying, in ms. */
+const MAX_RESTART_BACKOFF_MS = 60_000;
+
+/** How often heartbeats and stuck renders are checked, in ms. */
+const WATCH_EVERY_MS = 500;
+
+interface Slot {
+  info: DaemonInfo;
+  child: ChildProcess | undefined;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * Forks and watches the daemons of one machine. A daemon that exits, stops
+ * sending heartbeats, or renders far past the deadline is killed with its
+ * whole process tree (its Chromium included) and started again, with an
+ * exponential backoff when it keeps dying.
+ *
+ * Events: `task-finished` (TaskFinishedMessage & {daemon}), `daemon-restart`
+ * ({id, reason}), `browser-restart` ({id, reason}), `change` (after any state
+ * change).
+ */
+export class DaemonPool extends EventEmitter {
+  private readonly slots: Slot[] = [];
+  private watchTimer: NodeJS.Timeout | undefined;
+  private draining = false;
+
+  constructor(
+    private readonly config: Config,
+    private readonly logger: Logger,
+    /** Script the daemons run; the compiled daemon entry by default. */
+    private readonly daemonScript = path.join(__dirname, '..', 'daemon', 'main.js'),
+    /** Extra environment for the daemons. */
+    private readonly env: NodeJS.ProcessEnv = process.env,
+  ) {
+    super();
+  }
+
+  /** Forks `config.daemons` daemons and starts watching them. */
+  start(): void {
+    for (let i = 1; i <= this.config.daemons; i++) {
+      const slot: Slot = { info: blankInfo(String(i)), child: undefined, timer: undefined };
+      this.slots.push(slot);
+      this.spawn(slot);
+    }
+    this.watchTimer = setInterval(() => this.watch(), WATCH_EVERY_MS);
+  }
+
+  /** A snapshot of every daemon. */
+  list(): DaemonInfo[] {
+    return this.slots.map((slot) => ({ ...slot.info, tasks: [...slot.info.tasks] }));
+  }
+
+  /** Whether at least one daemon has a live browser and takes work. */
+  readiness(): { ready: boolean; reason: string } {
+    if (this.draining) return { ready: false, reason: 'draining: not taking work' };
+    const now = Date.now();
+    const ready = this.slots.filter(
+      (s) =>
+        s.child &&
+        s.info.browserReady &&
+        (s.info.state === 'idle' || s.info.state === 'rendering') &&
+        now - s.info.lastHeartbeatMs < this.config.heartbeatTimeoutMs,
+    );
+    if (ready.length > 0) return { ready: true, reason: `${ready.length} daemon(s) ready` };
+    const states = this.slots.map((s) => `${s.info.id}: ${s.info.state}`).join(', ');
+    return { ready: false, reason: `no daemon with a live browser is ready (${states})` };
+  }
+
+  /** Kills a daemon's process tree and starts it again. */
+  restart(id: string, reason: DaemonRestartReason = 'manual'): boolean {
+    const slot = this.slots.find((s) => s.info.id === id);
+    if (!slot) return false;
+    this.kill(slot, reason);
+    return true;
+  }
+
+  /**
+   * Asks every daemon to drain (stop leasing, finish or give back its work,
+   * exit) and resolves once all have exited, or kills what is left after
+   * `graceMs`.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    clearInterval(this.watchTimer);
+    for (const slot of this.slots) clearTimeout(slot.timer);
+    const exits = this.slots.map((slot) => this.waitForExit(slot));
+    for (const slot of this.slots) {
+      if (slot.child?.connected) slot.child.send({ type: 'drain' });
+      else slot.child?.kill('SIGTERM');
+    }
+    const late = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), graceMs));
+    if ((await Promise.race([Promise.all(exits), late])) === 'late') {
+      this.logger.warn('daemons did not drain in time; killing them');
+      for (const slot of this.slots) await this.killTree(slot);
+    }
+    this.emit('change');
+  }
+
+  private spawn(slot: Slot): void {
+    const child = fork(this.daemonScript, [], {
+      env: { ...this.env, RENDER_DAEMON_ID: slot.info.id },
+      // Its own process group, so the daemon and every Chromium process it
+      // started can be killed together.
+      detached: true,
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    slot.child = child;
+    Object.assign(slot.info, {
+      pid: child.pid ?? 0,
+      state: 'starting',
+      startedAtMs: Date.now(),
+      lastHeartbeatMs: Date.now(),
+      tasks: [],
+      browserPid: 0,
+      browserReady: false,
+      nextStartMs: undefined,
+    });
+    child.on('message', (message: DaemonMessage) => this.onMessage(slot, message));
+    child.on('exit', (code, signal) => this.onExit(slot, child, code, signal));
+    this.logger.info('daemon started', { daemon: slot.info.id, pid: child.pid });
+    this.emit('change');
+  }
+
+  private onMessage(slot: Slot, message: DaemonMessage): void {
+    const info = slot.info;
+    if (message.type === 'heartbeat') {
+      Object.assign(info, {
+        state: message.state,
+        tasks: message.tasks,
+        rendersDone: message.rendersDone,
+        rendersFailed: message.rendersFailed,
+        browserPid: message.browserPid,
+        browserMemoryBytes: message.browserMemoryBytes,
+        browserReady: message.browserReady,
+        lastHeartbeatMs: Date.now(),
+        ...(message.lastError ? { lastError: message.lastError } : {}),
+      });
+      if (Date.now() - info.startedAtMs > HEALTHY_RUN_MS) info.crashStreak = 0;
+    } else if (message.type === 'task-finished') {
+      this.emit('task-finished', { ...message, daemon: info.id } satisfies TaskFinishedMessage & {
+        daemon: string;
+      });
+    } else if (message.type === 'browser-restart') {
+      this.emit('browser-restart', { id: info.id, reason: message.reason });
+    }
+    this.emit('change');
+  }
+
+  private onExit(
+    slot: Slot,
+    child: ChildProcess,
+    code: number | null,
+    signal: NodeJS.Signals | null,
+  ): void {
+    if (slot.child !== child) return;
+    slot.child = undefined;
+    void this.killTree(slot, child.pid);
+    if (this.draining) {
+      slot.info.state = 'stopped';
+      this.emit('change');
+      return;
+    }
+    const why = signal ? `killed by ${signal}` : `exited with code ${code}`;
+    slot.info.lastError = `daemon ${why}`;
+    this.logger.warn('daemon exited; restarting it', { daemon: slot.info.id, code, signal });
+    this.scheduleRestart(slot, 'exit');
+  }
+
+  private scheduleRestart(slot: Slot, reason: DaemonRestartReason): void {
+    const info = slot.info;
+    info.restarts++;
+    info.crashStreak++;
+    const delayMs = Math.min(MAX_RESTART_BACKOFF_MS, 500 * 2 ** (info.crashStreak - 1));
+    info.state = 'backoff';
+    info.browserReady = false;
+    info.nextStartMs = Date.now() + delayMs;
+    if (info.crashStreak > 2) {
+      this.logger.error('daemon keeps dying; backing off', {
+        daemon: info.id,
+        crash_streak: info.crashStreak,
+        delay_ms: delayMs,
+      });
+    }
+    this.emit('daemon-restart', { id: info.id, reason });
+    this.emit('change');
+    slot.timer = setTimeout(() => {
+      if (!this.draining) this.spawn(slot);
+    }, delayMs);
+  }
+
+  /** Restarts daemons that went silent or whose render is stuck. */
+  private watch(): void {
+    const now = Date.now();
+    const stuckAfterMs = this.config.timeoutSeconds * 2_000 + 10_000;
+    for (const slot of this.slots) {
+      if (!slot.child) continue;
+      const info = slot.info;
+      if (now - info.lastHeartbeatMs > this.config.heartbeatTimeoutMs) {
+        info.lastError = `no heartbeat for ${now - info.lastHeartbeatMs} ms`;
+        this.logger.warn('daemon missed its heartbeats; restarting it', { daemon: info.id });
+        this.kill(slot, 'heartbeat');
+      } else if (info.tasks.some((task) => now - task.sinceMs > stuckAfterMs)) {
+        info.lastError = `render ran more than ${stuckAfterMs} ms`;
+        this.logger.warn('daemon render is stuck; restarting it', { daemon: info.id });
+        this.kill(slot, 'stuck');
+      }
+    }
+  }
+
+  private kill(slot: Slot, reason: DaemonRestartReason): void {
+    const child = slot.child;
+    slot.child = undefined;
+    if (child) void this.killTree(slot, child.pid);
+    clearTimeout(slot.timer);
+    if (reason === 'manual') {
+      slot.info.restarts++;
+      this.emit('daemon-restart', { id: slot.info.id, reason });
+      slot.timer = setTimeout(() => this.spawn(slot), 100);
+    } else {
+      this.scheduleRestart(slot, reason);
+    }
+  }
+
+  /**
+   * Kills a daemon's process group, its browser's process group (puppeteer
+   * starts Chromium in a group of its own, which outlives a killed daemon),
+   * and any descendant of either.
+   */
+  private async killTree(slot: Slot, pid = slot.child?.pid): Promise<void> {
+    if (!pid) return;
+    const browserPid = isChromium(slot.info.browserPid) ? slot.info.browserPid : 0;
+    const roots = browserPid ? [pid, browserPid] : [pid];
+    const targets: number[] = [];
+    for (const root of roots) targets.push(-root, root, ...(await processTree(root)));
+    for (const target of targets) {
+      try {
+        process.kill(target, 'SIGKILL');
+      } catch (error) {
+        this.logger.debug('process already gone', {
+          daemon: slot.info.id,
+          pid: target,
+          error: String(error),
+        });
+      }
+    }
+  }
+
+  private waitForExit(slot: Slot): Promise<void> {
+    const child = slot.child;
+    if (!child || child.exitCode !== null) return Promise.resolve();
+    return new Promise((resolve) => child.once('exit', () => resolve()));
+  }
+}
+
+/** Whether a process id still belongs to a Chromium process. */
+function isChromium(pid: number): boolean {
+  if (!pid) return false;
+  try {
+    return /chrom/i.test(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+  } catch {
+    // No such process any more: nothing to kill.
+    return false;
+  }
+}
+
+function blankInfo(id: string): DaemonInfo {
+  return {
+    id,
+    pid: 0,
+    state: 'starting',
+    startedAtMs: Date.now(),
+    lastHeartbeatMs: Date.now(),
+    tasks: [],
+    rendersDone: 0,
+    rendersFailed: 0,
+    browserPid: 0,
+    browserMemoryBytes: 0,
+    browserReady: false,
+    restarts: 0,
+    crashStreak: 0,
+  };
+}

@@ -1,0 +1,83 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+/** Facts about a PDF, read with poppler's own tools. */
+export interface PdfFacts {
+  pages: number;
+  /** Size of the first page, in points. */
+  widthPt: number;
+  heightPt: number;
+}
+
+/** A4 and Letter in points. */
+export const PAPER_PT = {
+  a4: { width: 595.28, height: 841.89 },
+  letter: { width: 612, height: 792 },
+} as const;
+
+/** Writes a PDF buffer to a temporary file and returns its path. */
+export function tempPdf(pdf: Buffer, name = 'doc.pdf'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'render-farm-test-'));
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, pdf);
+  return file;
+}
+
+function fileOf(pdf: Buffer | string): string {
+  return typeof pdf === 'string' ? pdf : tempPdf(pdf);
+}
+
+/** Page count and page size, from `pdfinfo`. */
+export function pdfFacts(pdf: Buffer | string): PdfFacts {
+  const info = execFileSync('pdfinfo', [fileOf(pdf)], { encoding: 'utf8' });
+  const pages = Number(/^Pages:\s+(\d+)/m.exec(info)?.[1]);
+  const size = /^Page size:\s+([\d.]+) x ([\d.]+) pts/m.exec(info);
+  return { pages, widthPt: Number(size?.[1]), heightPt: Number(size?.[2]) };
+}
+
+/** The text of every page, from `pdftotext`, in page order. */
+export function pageTexts(pdf: Buffer | string): string[] {
+  const text = execFileSync('pdftotext', ['-layout', fileOf(pdf), '-'], {
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  const pages = text.split('\f');
+  if (pages[pages.length - 1]?.trim() === '') pages.pop();
+  return pages;
+}
+
+/** The fonts embedded in a PDF, from `pdffonts` (one name a line). */
+export function pdfFonts(pdf: Buffer | string): string[] {
+  const out = execFileSync('pdffonts', [fileOf(pdf)], { encoding: 'utf8' });
+  return out
+    .split('\n')
+    .slice(2)
+    .map((line) => line.split(/\s+/)[0] ?? '')
+    .filter((name) => name !== '');
+}
+
+/** A word's bounding boxes on each page, from `pdftotext -bbox`. */
+export function wordBoxes(
+  pdf: Buffer | string,
+  word: string,
+): { page: number; xMin: number; yMin: number; xMax: number; yMax: number }[] {
+  const html = execFileSync('pdftotext', ['-bbox', fileOf(pdf), '-'], { encoding: 'utf8' });
+  const boxes: { page: number; xMin: number; yMin: number; xMax: number; yMax: number }[] = [];
+  let page = 0;
+  for (const line of html.split('\n')) {
+    if (line.includes('<page ')) page++;
+    const m = /<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*)<\/word>/.exec(line);
+    if (m && m[5] === word) {
+      boxes.push({
+        page,
+        xMin: Number(m[1]),
+        yMin: Number(m[2]),
+        xMax: Number(m[3]),
+        yMax: Number(m[4]),
+      });
+    }
+  }
+  return boxes;
+}
