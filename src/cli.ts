@@ -156,12 +156,12 @@ async function renderOnce(config: Config, view: string, opts: RenderOptions): Pr
 }
 
 async function enqueue(config: Config, files: string[]): Promise<void> {
-  const queue = await openQueue(config.queue);
+  const queue = await openQueue(config.queue, { cloudTasksEndpoint: config.cloudTasksEndpoint });
   try {
     for (const file of files) {
       const text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
       for (const task of tasksOf(text, file)) {
-        const id = await queue.put(task, TASK_TAG);
+        const id = await queue.put(task.payload, TASK_TAG, task.id ? { id: task.id } : {});
         process.stdout.write(`${id}\n`);
       }
     }
@@ -170,23 +170,30 @@ async function enqueue(config: Config, files: string[]): Promise<void> {
   }
 }
 
-/** The task payloads in a file: an object, or each item of an array. */
-function tasksOf(text: string, file: string): string[] {
+/**
+ * The task payloads in a file: an object, or each item of an array. A task
+ * with a `task_id` string is put under that id, so putting it twice does not
+ * render it twice.
+ */
+function tasksOf(text: string, file: string): { payload: string; id?: string }[] {
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (error) {
     throw new ConfigError(`${file}: not valid JSON (${errorMessage(error)})`);
   }
-  const items = Array.isArray(value) ? value : [value];
-  return items.map((item) => JSON.stringify(item));
+  const items: unknown[] = Array.isArray(value) ? value : [value];
+  return items.map((item) => {
+    const id = (item as Record<string, unknown> | null)?.['task_id'];
+    return { payload: JSON.stringify(item), ...(typeof id === 'string' ? { id } : {}) };
+  });
 }
 
 async function takeResults(
   config: Config,
   opts: { wait: number; timeout: number; save?: string },
 ): Promise<number> {
-  const queue = await openQueue(config.queue);
+  const queue = await openQueue(config.queue, { cloudTasksEndpoint: config.cloudTasksEndpoint });
   const deadline = Date.now() + opts.timeout * 1000;
   let taken = 0;
   try {

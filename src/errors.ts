@@ -19,6 +19,9 @@ export class PermanentError extends RenderFarmError {}
 /** The task payload or one of its fields is not what the contract allows. */
 export class InvalidTaskError extends PermanentError {}
 
+/** A task id given by a caller is not one the queue accepts. */
+export class InvalidTaskIdError extends PermanentError {}
+
 /** A template or manifest is wrong; the message names the file and line. */
 export class TemplateError extends PermanentError {}
 

@@ -10,6 +10,7 @@ export type ResultMessage =
       document: string;
       pages: number;
       warnings?: string[];
+      duplicate?: true;
     }
   | {
       kind: 'result#link';
@@ -19,6 +20,7 @@ export type ResultMessage =
       url: string;
       pages: number;
       warnings?: string[];
+      duplicate?: true;
     }
   | {
       kind: 'result#document';
@@ -27,6 +29,7 @@ export type ResultMessage =
       filename: null;
       document: null;
       error: string;
+      duplicate?: true;
     };
 
 /** The tag results are put with. */

@@ -1,3 +1,5 @@
+import { InvalidTaskIdError } from '../errors';
+
 /**
  * The queue interface every backend implements. Tasks and results travel as
  * opaque payloads with a tag (`task` or `result`); a worker leases tasks for
@@ -29,6 +31,12 @@ export interface LeasedTask {
   leaseToken: string;
 }
 
+/** What {@link TaskQueue.put} may take. */
+export interface PutOptions {
+  /** The task's own id (letters, digits, `-` and `_`), for de-duplication. */
+  id?: string;
+}
+
 /** What {@link TaskQueue.lease} takes. */
 export interface LeaseRequest {
   /** Only tasks with this tag. */
@@ -44,8 +52,12 @@ export interface TaskQueue {
   /** A short description for logs: backend and location. */
   readonly description: string;
 
-  /** Puts a payload with a tag; returns the new task's id. */
-  put(payload: Buffer | string, tag: string): Promise<string>;
+  /**
+   * Puts a payload with a tag; returns the task's id. With `options.id` the
+   * put is idempotent: a task of that id that is waiting, leased or was
+   * answered recently is not put again.
+   */
+  put(payload: Buffer | string, tag: string, options?: PutOptions): Promise<string>;
 
   /** Leases up to `max` available tasks with the tag. */
   lease(request: LeaseRequest): Promise<LeasedTask[]>;
@@ -66,9 +78,28 @@ export interface TaskQueue {
   /** Gives a leased task back so it can be leased again at once. */
   cancelLease(task: LeasedTask): Promise<void>;
 
+  /**
+   * Whether a result for the task was published before (a task delivered
+   * again after its acknowledgement was lost), where the backend can tell;
+   * backends that cannot omit this and {@link recordAnswer}.
+   */
+  wasAnswered?(taskId: string): Promise<boolean>;
+
+  /** Remembers that a result for the task was published. */
+  recordAnswer?(taskId: string): Promise<void>;
+
   /** Tasks with the tag waiting or leased, where the backend can tell. */
   depth?(tag: string): Promise<number>;
 
   /** Releases connections and file handles. */
   close(): Promise<void>;
+}
+
+/** Task ids given by callers: short, and safe in file names and URLs. */
+export function checkTaskId(id: string): void {
+  if (!/^[A-Za-z0-9_-]{1,100}$/.test(id)) {
+    throw new InvalidTaskIdError(
+      `task id: got ${JSON.stringify(id)}, expected 1 to 100 letters, digits, - or _`,
+    );
+  }
 }

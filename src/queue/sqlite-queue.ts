@@ -3,7 +3,8 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { LeaseLostError } from '../errors';
-import type { LeaseRequest, LeasedTask, TaskQueue } from './queue';
+import { checkTaskId } from './queue';
+import type { LeaseRequest, LeasedTask, PutOptions, TaskQueue } from './queue';
 
 interface TaskRow {
   id: string;
@@ -14,6 +15,9 @@ interface TaskRow {
   lease_until_ms: number;
   lease_token: string | null;
 }
+
+/** How long answered task ids are remembered for de-duplication, in ms. */
+const ANSWER_MEMORY_MS = 7 * 24 * 3_600_000;
 
 /** Wait for another process's write lock before failing, in ms. */
 const BUSY_TIMEOUT_MS = 10_000;
@@ -46,22 +50,47 @@ export class SqliteQueue implements TaskQueue {
         lease_token TEXT
       );
       CREATE INDEX IF NOT EXISTS tasks_by_tag ON tasks (tag, lease_until_ms, seq);
+      CREATE TABLE IF NOT EXISTS answered (
+        id TEXT PRIMARY KEY,
+        at_ms INTEGER NOT NULL
+      );
     `);
-  }
-
-  put(payload: Buffer | string, tag: string): Promise<string> {
-    const id = randomUUID();
-    const now = Date.now();
     this.db
-      .prepare(
-        `INSERT INTO tasks (id, seq, tag, payload, enqueued_ms)
-         VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks), ?, ?, ?)`,
-      )
-      .run(id, tag, Buffer.from(payload), now);
-    return Promise.resolve(id);
+      .prepare('DELETE FROM answered WHERE at_ms < ?')
+      .run(Date.now() - ANSWER_MEMORY_MS);
   }
 
-  lease(request: LeaseRequest): Promise<LeasedTask[]> {
+  async put(payload: Buffer | string, tag: string, options: PutOptions = {}): Promise<string> {
+    const id = options.id ?? randomUUID();
+    if (options.id !== undefined) checkTaskId(options.id);
+    const insert = this.db.transaction(() => {
+      const known = this.db
+        .prepare('SELECT 1 FROM tasks WHERE id = ? UNION ALL SELECT 1 FROM answered WHERE id = ?')
+        .get(id, id);
+      if (known) return;
+      this.db
+        .prepare(
+          `INSERT INTO tasks (id, seq, tag, payload, enqueued_ms)
+           VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks), ?, ?, ?)`,
+        )
+        .run(id, tag, Buffer.from(payload), Date.now());
+    });
+    insert.immediate();
+    return id;
+  }
+
+  async wasAnswered(taskId: string): Promise<boolean> {
+    const row = this.db.prepare('SELECT 1 FROM answered WHERE id = ?').get(taskId);
+    return row !== undefined;
+  }
+
+  async recordAnswer(taskId: string): Promise<void> {
+    this.db
+      .prepare('INSERT OR IGNORE INTO answered (id, at_ms) VALUES (?, ?)')
+      .run(taskId, Date.now());
+  }
+
+  async lease(request: LeaseRequest): Promise<LeasedTask[]> {
     const take = this.db.transaction(() => {
       const now = Date.now();
       const until = now + request.leaseSeconds * 1000;
@@ -88,18 +117,17 @@ export class SqliteQueue implements TaskQueue {
     });
     // IMMEDIATE takes the write lock before reading, so two processes
     // cannot select the same available rows.
-    return Promise.resolve(take.immediate());
+    return take.immediate();
   }
 
-  acknowledge(task: LeasedTask): Promise<void> {
+  async acknowledge(task: LeasedTask): Promise<void> {
     const result = this.db
       .prepare('DELETE FROM tasks WHERE id = ? AND lease_token = ?')
       .run(task.id, task.leaseToken);
     if (result.changes === 0) throw lost(task);
-    return Promise.resolve();
   }
 
-  renew(task: LeasedTask, leaseSeconds: number): Promise<LeasedTask> {
+  async renew(task: LeasedTask, leaseSeconds: number): Promise<LeasedTask> {
     const now = Date.now();
     const until = now + leaseSeconds * 1000;
     const result = this.db
@@ -109,10 +137,10 @@ export class SqliteQueue implements TaskQueue {
       )
       .run(until, task.id, task.leaseToken, now);
     if (result.changes === 0) throw lost(task);
-    return Promise.resolve({ ...task, leaseExpiresAt: new Date(until) });
+    return { ...task, leaseExpiresAt: new Date(until) };
   }
 
-  cancelLease(task: LeasedTask): Promise<void> {
+  async cancelLease(task: LeasedTask): Promise<void> {
     const result = this.db
       .prepare(
         `UPDATE tasks SET lease_until_ms = 0, lease_token = NULL
@@ -120,19 +148,17 @@ export class SqliteQueue implements TaskQueue {
       )
       .run(task.id, task.leaseToken);
     if (result.changes === 0) throw lost(task);
-    return Promise.resolve();
   }
 
-  depth(tag: string): Promise<number> {
+  async depth(tag: string): Promise<number> {
     const row = this.db
       .prepare('SELECT COUNT(*) AS n FROM tasks WHERE tag = ?')
       .get(tag) as { n: number };
-    return Promise.resolve(row.n);
+    return row.n;
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.db.close();
-    return Promise.resolve();
   }
 }
 

@@ -20,8 +20,8 @@ export async function countPages(pdf: Uint8Array): Promise<number> {
 export async function joinPdfs(parts: readonly Uint8Array[]): Promise<PdfResult> {
   const first = parts[0];
   if (first === undefined) throw new RangeError('joinPdfs needs at least one PDF');
-  if (parts.length === 1) return { pdf: Buffer.from(first), pages: await countPages(first) };
-
+  // Even one part is copied into a new document: Chromium stamps the time
+  // into its PDFs, and a repeated task must give the same bytes.
   const out = await PDFDocument.create({ updateMetadata: false });
   const loaded = new Map<Uint8Array, PDFDocument>();
   for (const part of parts) {
@@ -33,6 +33,8 @@ export async function joinPdfs(parts: readonly Uint8Array[]): Promise<PdfResult>
     const pages = await out.copyPages(source, source.getPageIndices());
     for (const page of pages) out.addPage(page);
   }
+  out.setProducer('render-farm');
+  out.setCreator('render-farm');
   const bytes = await out.save();
   return { pdf: Buffer.from(bytes), pages: out.getPageCount() };
 }

@@ -27,7 +27,7 @@ export class DocumentStore {
       await fs.writeFile(temporary, pdf);
       await fs.rename(temporary, target);
     } catch (error) {
-      await fs.rm(temporary, { force: true });
+      await fs.rm(temporary, { force: true }).catch(() => undefined);
       throw new StorageError(`could not store ${key}: ${(error as Error).message}`, {
         cause: error,
       });

@@ -1,0 +1,257 @@
+import fs from 'node:fs';
+import { expect } from 'chai';
+import { pageTexts, pdfFacts } from '../support/pdf';
+import type { Farm, Result } from '../support/farm';
+import { startFarm, waitFor } from '../support/farm';
+import { RESOURCES_DIR, makeResourceRoot, taskFor } from '../support/resources';
+
+function documentOf(result: Result): Buffer {
+  if (typeof result['document'] === 'string') return Buffer.from(result['document'], 'base64');
+  const url = new URL(String(result['url']));
+  throw new Error(`result is a link: ${url.href}`);
+}
+
+async function pdfOf(result: Result, farm: Farm): Promise<Buffer> {
+  if (result['kind'] === 'result#document') return documentOf(result);
+  const response = await fetch(String(result['url']).replace(/^http:\/\/[^/]+/, `http://127.0.0.1:${farm.port}`));
+  expect(response.status).to.equal(200);
+  return Buffer.from(await response.arrayBuffer());
+}
+
+describe('render-farm start, end to end on the embedded queue', function () {
+  this.timeout(240_000);
+  let farm: Farm;
+
+  before(async () => {
+    farm = await startFarm({
+      RENDER_DAEMONS: '2',
+      RENDER_RESOURCES_DIR: RESOURCES_DIR,
+      RENDER_INLINE_LIMIT_BYTES: '150000',
+      RENDER_LOG_LEVEL: 'warn',
+    });
+  });
+
+  after(async () => {
+    expect(await farm.stop()).to.equal(0);
+  });
+
+  it('answers 20 tasks across three resources with 20 matching results', async () => {
+    const binary = (display: boolean, back: boolean, copies: number) =>
+      taskFor('binary-cards', {
+        resource_name: 'Binary Cards',
+        display_numbers: display,
+        black_back: back,
+        copies,
+      });
+    const parity = (colour: string, copies: number) =>
+      taskFor('parity-cards', { resource_name: 'Parity Cards', back_colour: colour, copies });
+    const network = (level: string, copies: number) =>
+      taskFor('sorting-network', {
+        resource_name: 'Sorting Network',
+        prefilled_values: level,
+        copies,
+      });
+    const cases: { task: unknown; pages?: number; error?: RegExp; name?: string }[] = [
+      { task: binary(true, false, 1), pages: 8, name: 'Binary Cards (with numbers - without black back - a4).pdf' },
+      { task: binary(false, true, 1), pages: 16 },
+      { task: binary(true, true, 2), pages: 32 },
+      { task: { ...binary(false, false, 1), paper_size: 'letter' }, pages: 8 },
+      { task: parity('red', 1), pages: 2, name: 'Parity Cards (red back - a4).pdf' },
+      { task: parity('blue', 3), pages: 6 },
+      { task: parity('green', 1), pages: 2 },
+      { task: parity('purple', 2), pages: 4 },
+      { task: network('blank', 1), pages: 1 },
+      { task: network('easy', 2), pages: 2 },
+      { task: network('medium', 3), pages: 3, name: 'Sorting Network (10 to 99 - a4).pdf' },
+      { task: network('hard', 1), pages: 1 },
+      { task: { ...network('hard', 1), paper_size: 'letter' }, pages: 1 },
+      { task: binary(true, false, 1), pages: 8 },
+      { task: 'not json', error: /not valid JSON/ },
+      { task: [], error: /must be a JSON object/ },
+      { task: { ...binary(true, false, 1), display_numbers: 'maybe' }, error: /option display_numbers: got "maybe"/ },
+      { task: { ...parity('red', 1), resource_view: '../../etc' }, error: /resource_view: got "..\/..\/etc"/ },
+      { task: { ...network('easy', 1), copies: 0 }, error: /copies: got 0/ },
+      { task: { ...network('easy', 1), url: undefined }, error: /field url is missing/ },
+    ];
+    const ids: string[] = [];
+    for (const item of cases) ids.push(await farm.enqueue(item.task));
+
+    const results = await farm.results(20, 180_000);
+    expect(results).to.have.length(20);
+    expect(results.map((r) => r.task_id).sort()).to.deep.equal([...ids].sort());
+
+    for (const [i, item] of cases.entries()) {
+      const result = results.find((r) => r.task_id === ids[i]);
+      if (!result) throw new Error(`no result for case ${i}`);
+      if (item.error) {
+        expect(result.success, `case ${i}`).to.equal(false);
+        expect(result['kind']).to.equal('result#document');
+        expect(String(result['error'])).to.match(item.error);
+        continue;
+      }
+      expect(result.success, `case ${i}: ${String(result['error'])}`).to.equal(true);
+      if (item.name) expect(result['filename']).to.equal(item.name);
+      const pdf = await pdfOf(result, farm);
+      expect(pdfFacts(pdf).pages, `case ${i}`).to.equal(item.pages);
+      expect(result['pages']).to.equal(item.pages);
+    }
+    const kinds = new Set(results.filter((r) => r.success).map((r) => r['kind']));
+    expect([...kinds].sort()).to.deep.equal(['result#document', 'result#link']);
+  });
+
+  it('prints six distinct numbers of the range on each sorting network copy', async () => {
+    const id = await farm.enqueue(
+      taskFor('sorting-network', { resource_name: 'Sorting Network', prefilled_values: 'medium', copies: 2 }),
+    );
+    const [result] = await farm.results(1, 60_000);
+    expect(result?.task_id).to.equal(id);
+    const pages = pageTexts(await pdfOf(result as Result, farm));
+    const sets = pages.map((text) => {
+      const numbers = (text.split('Sorting Network')[1] ?? text).match(/\b\d{2}\b/g)?.map(Number) ?? [];
+      return numbers.filter((n) => n >= 10 && n <= 99);
+    });
+    for (const numbers of sets) {
+      expect(new Set(numbers).size).to.be.at.least(6);
+      for (const n of numbers) expect(n).to.be.within(10, 99);
+    }
+    expect(sets[0]).not.to.deep.equal(sets[1]);
+  });
+});
+
+describe('delivery: kills, duplicates and poison tasks', function () {
+  this.timeout(240_000);
+  const root = makeResourceRoot({
+    smoke: { template: '<section class="page"><p>SMOKE</p></section>' },
+    slow: {
+      manifest: { options: { wait_ms: { label: 'Busy wait', values: [0, 5000], default: 0 } } },
+      template:
+        '<script>const until = Date.now() + {{ wait_ms }}; while (Date.now() < until) {}</script>' +
+        '<section class="page"><p>SLOW {{ wait_ms }} {{ random.int(1, 1000000) }}</p></section>',
+    },
+    'heap-hog': {
+      template:
+        '<script>const hog = []; for (;;) { hog.push(new Array(1e6).fill(Math.random())); }</script>' +
+        '<p>unreached</p>',
+    },
+    invoice: { template: 'Invoice for {{ customer.name }}, total due: {{ order.total }}' },
+  });
+  let farm: Farm;
+
+  afterEach(async () => {
+    await farm?.stop();
+  });
+
+  it('B17(a): a daemon killed mid-render loses nothing; the task is answered once', async () => {
+    farm = await startFarm({
+      RENDER_DAEMONS: '2',
+      RENDER_RESOURCES_DIR: root,
+      RENDER_LEASE_SECONDS: '12',
+      RENDER_TIMEOUT_SECONDS: '10',
+      RENDER_LOG_LEVEL: 'warn',
+    });
+    await waitFor(async () => ((await farm.status()).daemons.every((d) => d.pid > 0) ? true : undefined), 30_000);
+    const id = await farm.enqueue(taskFor('slow', { wait_ms: 5000 }));
+    const holder = await waitFor(async () => {
+      const daemons = (await farm.status()).daemons;
+      return daemons.find((d) => d.tasks.some((t) => t.taskId === id));
+    }, 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    process.kill(holder.pid, 'SIGKILL');
+
+    const results = await farm.results(1, 12_000 + 20_000 + 10_000);
+    expect(results).to.have.length(1);
+    expect(results[0]?.task_id).to.equal(id);
+    expect(results[0]?.success).to.equal(true);
+    expect(await farm.results(1, 3_000)).to.have.length(0);
+  });
+
+  it('B17(b): a task put twice under one id is rendered and answered once', async () => {
+    farm = await startFarm({ RENDER_DAEMONS: '1', RENDER_RESOURCES_DIR: root, RENDER_LOG_LEVEL: 'warn' });
+    const task = taskFor('slow', { wait_ms: 0 });
+    expect(await farm.enqueue(task, 'T3')).to.equal('T3');
+    expect(await farm.enqueue(task, 'T3')).to.equal('T3');
+    const first = await farm.results(2, 30_000);
+    expect(first.map((r) => r.task_id)).to.deep.equal(['T3']);
+    // Put again after it was answered: still remembered, not rendered again.
+    expect(await farm.enqueue(task, 'T3')).to.equal('T3');
+    expect(await farm.results(1, 5_000)).to.have.length(0);
+  });
+
+  it('B13: an undefined variable fails the task once, naming it, and the daemon lives on', async () => {
+    farm = await startFarm({ RENDER_DAEMONS: '1', RENDER_RESOURCES_DIR: root, RENDER_LOG_LEVEL: 'warn' });
+    const pidBefore = (await waitFor(async () => (await farm.status()).daemons[0], 10_000)).pid;
+    const id = await farm.enqueue(taskFor('invoice', { customer: { name: 'Ada' } }));
+    const [result] = await farm.results(1, 60_000);
+    expect(result?.task_id).to.equal(id);
+    expect(result?.success).to.equal(false);
+    expect(String(result?.['error'])).to.match(/order/).and.match(/line 1/);
+    expect(fs.existsSync(`${farm.dir}/output/${id}`)).to.equal(false);
+    expect((await farm.status()).daemons[0]?.pid).to.equal(pidBefore);
+  });
+
+  it('B19: each malformed payload gets one failure result at once, and the daemon keeps serving', async () => {
+    farm = await startFarm({
+      RENDER_DAEMONS: '1',
+      RENDER_RESOURCES_DIR: root,
+      RENDER_LOG_LEVEL: 'warn',
+      RENDER_MAX_TASK_BYTES: '1000000',
+    });
+    const daemon = await waitFor(async () => {
+      const [d] = (await farm.status()).daemons;
+      return d && d.pid > 0 ? d : undefined;
+    }, 10_000);
+    const bodies: [Buffer | string, RegExp][] = [
+      ['not json', /not valid JSON/],
+      ['{"template":', /not valid JSON/],
+      ['[]', /JSON object, got an array/],
+      ['"hello"', /JSON object, got string/],
+      ['null', /JSON object, got null/],
+      ['42', /JSON object, got number/],
+      ['{}', /field kind is missing/],
+      [JSON.stringify({ ...taskFor('smoke'), resource_view: 7 }), /resource_view: got 7/],
+      [JSON.stringify({ ...taskFor('smoke'), copies: -1 }), /copies: got -1/],
+      [JSON.stringify({ ...taskFor('smoke'), copies: 100_000 }), /copies: got 100000/],
+      [Buffer.from([0xff, 0xfe, 0x00]), /not valid UTF-8/],
+      [JSON.stringify({ ...taskFor('smoke'), blob: 'a'.repeat(5_000_000) }), /larger than the limit/],
+      ['['.repeat(10_000) + ']'.repeat(10_000), /JSON object, got an array/],
+    ];
+    const ids: string[] = [];
+    for (const [body] of bodies) ids.push(await farm.enqueue(body));
+    const smokeId = await farm.enqueue(taskFor('smoke'));
+
+    const results = await farm.results(bodies.length + 1, 60_000);
+    expect(results).to.have.length(bodies.length + 1);
+    bodies.forEach(([, reason], i) => {
+      const mine = results.filter((r) => r.task_id === ids[i]);
+      expect(mine, `body ${i}`).to.have.length(1);
+      expect(mine[0]?.success).to.equal(false);
+      expect(String(mine[0]?.['error']), `body ${i}`).to.match(reason);
+    });
+    expect(results.find((r) => r.task_id === smokeId)?.success).to.equal(true);
+    expect(await farm.queue.depth('task')).to.equal(0);
+    expect((await farm.status()).daemons[0]?.pid).to.equal(daemon.pid);
+    expect((await fetch(`http://127.0.0.1:${farm.port}/healthz`)).status).to.equal(200);
+  });
+
+  it('B18: a task that crashes the renderer is tried 3 times, then fails once; others go on', async () => {
+    farm = await startFarm({
+      RENDER_DAEMONS: '1',
+      RENDER_RESOURCES_DIR: root,
+      RENDER_MAX_ATTEMPTS: '3',
+      RENDER_LOG_LEVEL: 'warn',
+    });
+    const poison = await farm.enqueue(taskFor('heap-hog'));
+    const smokes: string[] = [];
+    for (let i = 0; i < 10; i++) smokes.push(await farm.enqueue(taskFor('smoke')));
+
+    const results = await farm.results(11, 180_000);
+    const final = results.filter((r) => r.task_id === poison);
+    expect(final).to.have.length(1);
+    expect(final[0]?.success).to.equal(false);
+    expect(String(final[0]?.['error'])).to.match(/^gave up after 3 attempts: .*crash/i);
+    expect(results.filter((r) => smokes.includes(r.task_id) && r.success)).to.have.length(10);
+    const attempts = farm.logs.filter((l) => l['task_id'] === poison && /passing reason|task failed/.test(String(l['message'])));
+    expect(attempts.map((l) => l['attempt'])).to.deep.equal([1, 2, 3]);
+    expect(await farm.queue.depth('task')).to.equal(0);
+  });
+});

@@ -1,0 +1,122 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { SqliteQueue } from '../../src/queue/sqlite-queue';
+
+/** The project's command-line entry. */
+export const CLI = path.resolve(__dirname, '..', '..', '..', 'bin', 'render-farm.js');
+
+/** A result message as read back off the queue. */
+export type Result = Record<string, unknown> & { task_id: string; success: boolean };
+
+/** A `render-farm start` child process on a temporary queue. */
+export interface Farm {
+  port: number;
+  process: ChildProcess;
+  dir: string;
+  queue: SqliteQueue;
+  /** Every log line the farm wrote, parsed. */
+  logs: Record<string, unknown>[];
+  /** Puts a raw payload tagged `task`; returns its id. */
+  enqueue(payload: unknown, id?: string): Promise<string>;
+  /** Takes results off the queue until `count` arrived or `timeoutMs` passed. */
+  results(count: number, timeoutMs: number): Promise<Result[]>;
+  /** The supervisor's status API. */
+  status(): Promise<{ daemons: { id: string; pid: number; tasks: { taskId: string }[] }[] }>;
+  /** SIGTERM, and wait for the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/**
+ * Starts `render-farm start` as a user would, with the given settings on
+ * top of a temporary queue, output folder and a free port.
+ */
+export async function startFarm(env: Record<string, string> = {}): Promise<Farm> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'render-farm-e2e-'));
+  const queueFile = path.join(dir, 'queue.db');
+  const child = spawn('node', [CLI, 'start'], {
+    env: {
+      ...process.env,
+      RENDER_QUEUE: `sqlite:${queueFile}`,
+      RENDER_OUTPUT_DIR: path.join(dir, 'output'),
+      RENDER_PID_FILE: path.join(dir, 'supervisor.pid'),
+      RENDER_PORT: '0',
+      RENDER_POLL_MS: '100',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Record<string, unknown>[] = [];
+  const port = await new Promise<number>((resolve, reject) => {
+    let buffered = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      for (const line of lines) {
+        const entry = parseLine(line);
+        logs.push(entry);
+        if (entry['message'] === 'listening') resolve(Number(entry['port']));
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`farm exited with ${code}: ${JSON.stringify(logs.slice(-5))}`)));
+  });
+  const queue = new SqliteQueue(queueFile);
+  const base = `http://127.0.0.1:${port}`;
+
+  return {
+    port,
+    process: child,
+    dir,
+    queue,
+    logs,
+    enqueue: (payload, id) =>
+      queue.put(typeof payload === 'string' || Buffer.isBuffer(payload) ? payload : JSON.stringify(payload), 'task', id ? { id } : {}),
+    results: (count, timeoutMs) => takeResults(queue, count, timeoutMs),
+    status: async () => (await fetch(`${base}/api/status`)).json() as never,
+    stop: async () => {
+      if (child.exitCode !== null) return child.exitCode;
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGTERM');
+      const code = await exited;
+      await queue.close();
+      return code;
+    },
+  };
+}
+
+async function takeResults(queue: SqliteQueue, count: number, timeoutMs: number): Promise<Result[]> {
+  const results: Result[] = [];
+  const deadline = Date.now() + timeoutMs;
+  while (results.length < count && Date.now() < deadline) {
+    const leased = await queue.lease({ tag: 'result', max: 50, leaseSeconds: 60 });
+    for (const task of leased) {
+      results.push(JSON.parse(task.payload.toString('utf8')) as Result);
+      await queue.acknowledge(task);
+    }
+    if (leased.length === 0) await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return results;
+}
+
+function parseLine(line: string): Record<string, unknown> {
+  try {
+    return JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    // Not every line is ours (Chromium writes plain text to stderr).
+    return { message: line };
+  }
+}
+
+/** Waits until `check` returns a value (not undefined), polling. */
+export async function waitFor<T>(check: () => Promise<T | undefined>, timeoutMs: number, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}

@@ -1,0 +1,46 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { StorageError } from '../../src/errors';
+import { DocumentStore } from '../../src/storage/storage';
+
+describe('DocumentStore', () => {
+  const dir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'rf-store-'));
+
+  it('stores a document under its task id and links it with encoded names', async () => {
+    const store = new DocumentStore(dir(), 'https://cdn.example.org/pdf/');
+    const url = await store.save('T3', 'Binary Cards (with numbers - a4).pdf', Buffer.from('%PDF-1'));
+    expect(url).to.equal('https://cdn.example.org/pdf/T3/Binary%20Cards%20(with%20numbers%20-%20a4).pdf');
+    expect(fs.readFileSync(path.join(store.dir, 'T3', 'Binary Cards (with numbers - a4).pdf'), 'utf8')).to.equal('%PDF-1');
+  });
+
+  it('overwrites its own file when a task is repeated, leaving one object and no temporary files', async () => {
+    const store = new DocumentStore(dir(), 'http://x/');
+    await store.save('T3', 'a.pdf', Buffer.from('one'));
+    await store.save('T3', 'a.pdf', Buffer.from('two'));
+    expect(fs.readdirSync(path.join(store.dir, 'T3'))).to.deep.equal(['a.pdf']);
+    expect(fs.readFileSync(path.join(store.dir, 'T3', 'a.pdf'), 'utf8')).to.equal('two');
+  });
+
+  it('keeps names from climbing out of the folder', () => {
+    const store = new DocumentStore('/out', 'http://x/');
+    const key = store.keyOf('../../etc', '../passwd');
+    expect(key).to.equal('__.._etc/__passwd');
+    expect(path.resolve('/out', key).startsWith('/out/')).to.equal(true);
+  });
+
+  it('fails with a StorageError when the folder cannot be written', async () => {
+    const file = path.join(dir(), 'not-a-folder');
+    fs.writeFileSync(file, 'x');
+    const store = new DocumentStore(file, 'http://x/');
+    let error: unknown;
+    try {
+      await store.save('T', 'a.pdf', Buffer.from('x'));
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).to.be.instanceOf(StorageError);
+    expect((error as Error).message).to.match(/could not store T\/a\.pdf/);
+  });
+});
