@@ -37,7 +37,11 @@ function program(): Command {
     )
     .action(async () => {
       const config = configure();
-      await startSupervisor(config);
+      const running = await startSupervisor(config);
+      const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+      process.stdout.write(
+        `render-farm: serving on http://${host}:${running.port}/ with ${config.daemons} daemon(s)\n`,
+      );
     });
 
   cli

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { BrowserContext, HTTPRequest, Page } from 'puppeteer-core';
+import type { BrowserContext, Page } from 'puppeteer-core';
 import {
   BrowserCrashedError,
   DocumentTooLargeError,
@@ -17,16 +17,7 @@ import type { RenderJob } from '../resources/task';
 import type { BrowserHandle } from './browser';
 import { launchBrowser, retireBrowser, treeMemoryBytes } from './browser';
 import { joinPdfs, repeatPdf } from './pdf-pages';
-import { readStatic } from './static-files';
-
-/**
- * The origin documents are loaded from. Nothing is fetched from it: the
- * renderer answers every request itself, so the page has a proper origin
- * (not `file:`) and relative `/static/...` URLs resolve.
- */
-export const DOCUMENT_ORIGIN = 'https://render-farm.invalid';
-const DOCUMENT_URL = `${DOCUMENT_ORIGIN}/document.html`;
-const STATIC_PREFIX = `${DOCUMENT_ORIGIN}/static/`;
+import { DOCUMENT_URL, RequestRouter } from './request-router';
 
 /** Paper sizes in millimetres; the task's `paper_size` always wins over CSS. */
 export const PAPER_MM: Record<string, { width: number; height: number }> = {
@@ -126,8 +117,10 @@ export class Renderer {
    * TransientError for a crash or a timeout.
    */
   async render(job: RenderJob): Promise<RenderOutput> {
-    const started = Date.now();
     await this.acquireSlot();
+    // The deadline counts from here: time spent waiting for a free page is
+    // not the render's fault.
+    const started = Date.now();
     try {
       const warnings: string[] = [];
       const parts: Buffer[] = [];
@@ -185,6 +178,11 @@ export class Renderer {
       await this.replace('unresponsive');
       return false;
     }
+  }
+
+  /** Whether a connected browser runs now; asks the browser nothing. */
+  get running(): boolean {
+    return this.handle?.browser.connected ?? false;
   }
 
   /** Replaces the browser between renders when it is too old, big or used. */
@@ -304,52 +302,31 @@ export class Renderer {
       );
     });
     crashed.catch(() => undefined);
+    const router = new RequestRouter(this.options.staticDirs, warnings, (url, error) =>
+      this.logger.debug('request answer failed', { url, error: errorMessage(error) }),
+    );
+    router.serve(html);
     const steps = async () => {
-      await this.routeRequests(page, html, warnings);
+      await router.attach(page);
       await this.load(page);
-      await this.waitUntilReady(page, warnings);
+      if (!(await this.waitUntilReady(page, warnings))) await router.giveUp();
       await this.checkMargins(page);
       return this.print(page, job);
     };
     return Promise.race([steps(), crashed]);
   }
 
-  /** Serves the document and static files; refuses every other request. */
-  private async routeRequests(page: Page, html: string, warnings: string[]): Promise<void> {
-    await page.setRequestInterception(true);
-    page.on('request', (request) => {
-      this.answer(request, html, warnings).catch((error: unknown) => {
-        this.logger.debug('request answer failed', { url: request.url(), error: errorMessage(error) });
-      });
-    });
-  }
-
-  private async answer(request: HTTPRequest, html: string, warnings: string[]): Promise<void> {
-    const url = request.url();
-    if (url.startsWith('data:')) return request.continue();
-    if (url === DOCUMENT_URL) {
-      return request.respond({ status: 200, contentType: 'text/html; charset=utf-8', body: html });
-    }
-    if (url.startsWith(STATIC_PREFIX)) {
-      const file = await readStatic(this.options.staticDirs, url.slice(STATIC_PREFIX.length).split(/[?#]/)[0] ?? '');
-      if (file) return request.respond({ status: 200, contentType: file.contentType, body: file.body });
-      warnings.push(`static file not found: ${url.slice(DOCUMENT_ORIGIN.length)}`);
-      return request.respond({ status: 404, contentType: 'text/plain', body: 'not found' });
-    }
-    if (url === `${DOCUMENT_ORIGIN}/favicon.ico`) return request.abort('blockedbyclient');
-    warnings.push(`refused request to ${shorten(url)}: only /static/ files may be loaded`);
-    return request.abort('blockedbyclient');
-  }
-
   private async load(page: Page): Promise<void> {
-    await page.goto(DOCUMENT_URL, { waitUntil: 'load', timeout: 0 });
+    // Not 'load': a font or image that never arrives would hold the load
+    // event for ever. waitUntilReady waits for them, bounded.
+    await page.goto(DOCUMENT_URL, { waitUntil: 'domcontentloaded', timeout: 0 });
   }
 
   /**
    * Waits for web fonts and images, bounded by the asset timeout: a font
    * that never arrives leaves a warning and the fallback font, not a hang.
    */
-  private async waitUntilReady(page: Page, warnings: string[]): Promise<void> {
+  private async waitUntilReady(page: Page, warnings: string[]): Promise<boolean> {
     const ready = await page.evaluate(async (timeoutMs: number) => {
       const images = Array.from(document.images)
         .filter((img) => !img.complete)
@@ -357,7 +334,11 @@ export class Renderer {
           img.addEventListener('load', resolve, { once: true });
           img.addEventListener('error', resolve, { once: true });
         }));
-      const all = Promise.all([document.fonts.ready, ...images]).then(() => true);
+      const loaded = new Promise((resolve) => {
+        if (document.readyState === 'complete') resolve(true);
+        else window.addEventListener('load', resolve, { once: true });
+      });
+      const all = Promise.all([loaded, document.fonts.ready, ...images]).then(() => true);
       const late = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs));
       return Promise.race([all, late]);
     }, this.options.assetTimeoutMs);
@@ -367,6 +348,7 @@ export class Renderer {
           'printed with what had arrived (fallback fonts)',
       );
     }
+    return ready;
   }
 
   /**
@@ -384,8 +366,16 @@ export class Renderer {
         return n * (perUnit[unit] ?? 1);
       };
       const found: string[] = [];
+      const rulesOf = (sheet: CSSStyleSheet): CSSRule[] => {
+        try {
+          return Array.from(sheet.cssRules);
+        } catch {
+          // A sheet from another origin cannot be read; it was refused anyway.
+          return [];
+        }
+      };
       for (const sheet of Array.from(document.styleSheets)) {
-        for (const rule of Array.from(sheet.cssRules)) {
+        for (const rule of rulesOf(sheet)) {
           if (!(rule instanceof CSSPageRule)) continue;
           for (const side of ['top', 'bottom'] as const) {
             const value = rule.style.getPropertyValue(`margin-${side}`);
@@ -538,6 +528,3 @@ function unique(items: string[]): string[] {
   return [...new Set(items)];
 }
 
-function shorten(url: string): string {
-  return url.length > 120 ? `${url.slice(0, 117)}...` : url;
-}

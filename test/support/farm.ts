@@ -50,6 +50,12 @@ export async function startFarm(env: Record<string, string> = {}): Promise<Farm>
   });
   const logs: Record<string, unknown>[] = [];
   const port = await new Promise<number>((resolve, reject) => {
+    child.stdout?.on('data', (chunk: Buffer) => {
+      const serving = /serving on http:\/\/[^:]+:(\d+)\//.exec(
+        chunk.toString('utf8'),
+      );
+      if (serving) resolve(Number(serving[1]));
+    });
     let buffered = '';
     child.stderr?.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('utf8');
@@ -58,7 +64,6 @@ export async function startFarm(env: Record<string, string> = {}): Promise<Farm>
       for (const line of lines) {
         const entry = parseLine(line);
         logs.push(entry);
-        if (entry['message'] === 'listening') resolve(Number(entry['port']));
       }
     });
     child.once('exit', (code) => reject(new Error(`farm exited with ${code}: ${JSON.stringify(logs.slice(-5))}`)));
