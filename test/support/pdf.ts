@@ -81,3 +81,39 @@ export function wordBoxes(
   }
   return boxes;
 }
+
+/**
+ * Rasterises pages of a PDF with `pdftoppm -png` at `dpi` dots per inch,
+ * from the first page to `lastPage` (default: all). Returns the PNG files'
+ * bytes in page order.
+ */
+export function rasterisePdf(
+  pdf: Buffer | string,
+  dpi: number,
+  lastPage?: number,
+): Buffer[] {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'render-farm-png-'));
+  try {
+    const last = lastPage === undefined ? [] : ['-l', String(lastPage)];
+    execFileSync('pdftoppm', [
+      '-png',
+      '-r',
+      String(dpi),
+      ...last,
+      fileOf(pdf),
+      path.join(dir, 'page'),
+    ]);
+    // pdftoppm pads page numbers to the width of the page count: page-1 or page-01.
+    return fs
+      .readdirSync(dir)
+      .filter((name) => name.endsWith('.png'))
+      .sort((a, b) => pageNumber(a) - pageNumber(b))
+      .map((name) => fs.readFileSync(path.join(dir, name)));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function pageNumber(file: string): number {
+  return Number(/-(\d+)\.png$/.exec(file)?.[1] ?? 0);
+}
