@@ -1,5 +1,7 @@
 import fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import Koa from 'koa';
 import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig } from './config';
 import type { Config } from './config';
@@ -12,6 +14,7 @@ import { Renderer } from './render/renderer';
 import { Catalogue } from './resources/catalogue';
 import { TASK_KIND, checkTask } from './resources/task';
 import { startSupervisor } from './supervisor/supervisor';
+import { PREVIEW_PATH, Preview } from './supervisor/preview';
 
 /** Runs the `render-farm` command line with `argv` (as in process.argv). */
 export function main(argv: string[]): void {
@@ -96,7 +99,44 @@ function program(): Command {
       listResources(config, opts.json ?? false);
     });
 
+  cli
+    .command('preview')
+    .description(
+      'Serve a live preview of every resource for content authors: pick options, ' +
+        'open the HTML or the PDF; pages reload when a template, stylesheet or manifest changes.',
+    )
+    .option('--port <port>', 'port to listen on', whole, 8090)
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .action(async (opts: { port: number; host: string }) => {
+      const config = configure();
+      const url = await startPreview(config, opts.host, opts.port);
+      process.stdout.write(`render-farm: preview on ${url}\n`);
+    });
+
   return cli;
+}
+
+async function startPreview(config: Config, host: string, port: number): Promise<string> {
+  const preview = new Preview(config, partLogger('preview'));
+  preview.watch();
+  const app = new Koa();
+  app.use(preview.routes(PREVIEW_PATH));
+  app.use((ctx) => {
+    if (ctx.path === '/') ctx.redirect(`${PREVIEW_PATH}/`);
+  });
+  const server = app.listen(port, host);
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const stop = () => {
+    server.close();
+    void preview.close().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  const bound = (server.address() as AddressInfo).port;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${bound}${PREVIEW_PATH}/`;
 }
 
 interface RenderOptions {
