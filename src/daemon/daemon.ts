@@ -37,6 +37,10 @@ export interface DaemonParts {
 /** Longest wait after a failed lease call before trying again, in ms. */
 const MAX_LEASE_BACKOFF_MS = 30_000;
 
+/** First and longest wait before launching a browser again, in ms. */
+const FIRST_LAUNCH_BACKOFF_MS = 500;
+const MAX_LAUNCH_BACKOFF_MS = 30_000;
+
 /** Longest retry backoff given to a task that failed for a passing reason. */
 const MAX_RETRY_BACKOFF_SECONDS = 60;
 
@@ -54,6 +58,10 @@ export class Daemon {
   private rendersFailed = 0;
   private lastError: string | undefined;
   private browserReady = false;
+  private lastProbeMs = 0;
+  private idleRun: Promise<void> | undefined;
+  private launchFailures = 0;
+  private nextLaunchMs = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private loops: Promise<void>[] = [];
   private wakeUp: (() => void) | undefined;
@@ -61,18 +69,23 @@ export class Daemon {
   constructor(private readonly parts: DaemonParts) {
     parts.renderer.onRestart = (reason) => {
       parts.report({ type: 'browser-restart', reason });
+      void this.heartbeat();
     };
     // The supervisor learns a new browser's pid at once, so it can kill
     // that browser even if this daemon dies before its next heartbeat.
     parts.renderer.onLaunch = () => void this.heartbeat();
   }
 
-  /** Starts the browser, the heartbeat and the lease loops. */
+  /**
+   * Starts the browser, the heartbeat and the lease loops. A browser that
+   * does not start is tried again with a backoff; no task is leased until
+   * one runs.
+   */
   async start(): Promise<void> {
     const { config } = this.parts;
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), config.heartbeatMs);
-    await this.parts.renderer.start();
-    this.browserReady = true;
+    void this.heartbeat();
+    await this.launchBrowser();
     this.setState('idle');
     this.loops = Array.from({ length: config.pagesPerDaemon }, () => this.loop());
   }
@@ -97,6 +110,13 @@ export class Daemon {
     const { queue, config, logger } = this.parts;
     let failures = 0;
     while (!this.stopping) {
+      if (!this.browserReady) {
+        // A daemon without a working browser takes no work: the task would
+        // only fail here while a healthy daemon elsewhere could render it.
+        await this.idleWork();
+        if (!this.browserReady) await this.sleep(config.pollMs);
+        continue;
+      }
       let tasks: LeasedTask[];
       try {
         tasks = await queue.lease({ tag: TASK_TAG, max: 1, leaseSeconds: config.leaseSeconds });
@@ -114,25 +134,88 @@ export class Daemon {
         continue;
       }
       for (const task of tasks) await this.handle(task);
+      // Between renders too, not only when the queue is empty: a busy
+      // daemon must still probe and recycle its browser.
+      await this.idleWork();
     }
   }
 
-  /** Health check and recycling of the browser, between renders only. */
-  private async idleWork(): Promise<void> {
+  /**
+   * Between renders only: probes the browser every `browserProbeMs` with a
+   * CDP round trip (a crashed or frozen browser is replaced), recycles it
+   * when too old, big or used, and launches a missing one with backoff.
+   */
+  private idleWork(): Promise<void> {
+    // The lease loops (one a page) share one run: two would launch or
+    // replace the browser twice and count one failure twice.
+    this.idleRun ??= this.idleWorkOnce().finally(() => {
+      this.idleRun = undefined;
+    });
+    return this.idleRun;
+  }
+
+  private async idleWorkOnce(): Promise<void> {
+    // Known limit: with several pages, another loop may lease and start a
+    // render while a recycle below is under way; that render then fails as
+    // a crash and is retried. Ends when leasing waits on this run.
     if (this.current.size > 0) return;
+    const { renderer, config } = this.parts;
+    const now = Date.now();
+    const due = now - this.lastProbeMs >= config.browserProbeMs;
+    if (this.browserReady && (due || !renderer.running)) {
+      this.lastProbeMs = now;
+      const answered = await renderer.ping(config.browserProbeTimeoutMs);
+      if (!answered) this.setBrowserReady(false);
+    }
+    if (this.browserReady) {
+      try {
+        await renderer.recycleIfDue();
+      } catch (error) {
+        this.setBrowserReady(false);
+        this.lastError = `browser could not be recycled: ${errorMessage(error)}`;
+        this.parts.logger.error('browser could not be recycled', { error: errorMessage(error) });
+      }
+    }
+    if (!this.browserReady && Date.now() >= this.nextLaunchMs) await this.launchBrowser();
+  }
+
+  /** Launches the browser; on failure schedules the next try with backoff. */
+  private async launchBrowser(): Promise<void> {
     const { renderer, logger } = this.parts;
     try {
-      this.browserReady = await renderer.ping();
-      await renderer.recycleIfDue();
-      if (!this.browserReady) {
-        await renderer.start();
-        this.browserReady = true;
+      await renderer.start();
+      if (!(await renderer.ping(this.parts.config.browserProbeTimeoutMs))) {
+        throw new Error('the new browser did not answer its first health check');
       }
+      if (this.launchFailures > 0) {
+        logger.warn('browser started after failed launches', { failures: this.launchFailures });
+      }
+      this.launchFailures = 0;
+      this.nextLaunchMs = 0;
+      this.lastProbeMs = Date.now();
+      this.setBrowserReady(true);
     } catch (error) {
-      this.browserReady = false;
+      this.launchFailures++;
+      const delayMs = Math.min(
+        MAX_LAUNCH_BACKOFF_MS,
+        FIRST_LAUNCH_BACKOFF_MS * 2 ** (this.launchFailures - 1),
+      );
+      this.nextLaunchMs = Date.now() + delayMs;
       this.lastError = `browser could not start: ${errorMessage(error)}`;
-      logger.error('browser could not start', { error: errorMessage(error) });
+      logger.error('browser could not start; trying again later', {
+        error: errorMessage(error),
+        failures: this.launchFailures,
+        retry_in_ms: delayMs,
+      });
+      this.parts.report({ type: 'browser-restart', reason: 'launch-failed' });
+      this.setBrowserReady(false);
     }
+  }
+
+  private setBrowserReady(ready: boolean): void {
+    if (this.browserReady === ready) return;
+    this.browserReady = ready;
+    void this.heartbeat();
   }
 
   /** Handles one leased task to its end; never throws. */
@@ -194,9 +277,18 @@ export class Daemon {
     return { message: linkResult(job, url, output.pages, output.warnings), ...base, url };
   }
 
-  /** Publishes the result, then acknowledges: never the other way round. */
+  /**
+   * Publishes the result, then acknowledges: never the other way round. A
+   * task answered before (delivered again after a lost acknowledgement) is
+   * answered with `duplicate: true`, so consumers can drop the repeat.
+   */
   private async answer(task: LeasedTask, message: ResultMessage, log: Logger): Promise<void> {
-    await this.parts.queue.put(JSON.stringify(message), RESULT_TAG);
+    const { queue } = this.parts;
+    const repeat = (await queue.wasAnswered?.(task.id)) ?? false;
+    const sent: ResultMessage = repeat ? { ...message, duplicate: true } : message;
+    if (repeat) log.warn('task was answered before; marking the result a duplicate');
+    await queue.put(JSON.stringify(sent), RESULT_TAG);
+    await queue.recordAnswer?.(task.id);
     try {
       await this.parts.queue.acknowledge(task);
     } catch (error) {
@@ -330,8 +422,11 @@ export class Daemon {
         rendersDone: this.rendersDone,
         rendersFailed: this.rendersFailed,
         browserPid: browser.pid,
+        browserProfileDir: browser.profileDir,
         browserMemoryBytes: browser.memoryBytes,
         browserReady: this.browserReady && browser.pid !== 0,
+        browserLaunchFailures: this.launchFailures,
+        ...(this.nextLaunchMs > Date.now() ? { nextBrowserLaunchMs: this.nextLaunchMs } : {}),
         ...(this.lastError ? { lastError: this.lastError } : {}),
       });
     } catch (error) {

@@ -31,7 +31,7 @@ export async function runDaemon(): Promise<void> {
   const config = loadConfig();
   setLogLevel(config.logLevel);
   const logger = partLogger('daemon', { daemon: config.daemonId });
-  const queue = await openQueue(config.queue);
+  const queue = await openQueue(config.queue, { cloudTasksEndpoint: config.cloudTasksEndpoint });
   const catalogue = Catalogue.load(config.resourcesDir);
   const renderer = new Renderer(rendererOptions(config), catalogue, partLogger('render'));
   const store = new DocumentStore(config.outputDir, config.publicUrl);

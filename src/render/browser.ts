@@ -157,7 +157,11 @@ export async function processTree(pid: number): Promise<number[]> {
   }
 }
 
-/** Resident memory of a process and its descendants, in bytes (Linux). */
+/**
+ * Memory of a process and its descendants, in bytes (Linux): the sum of
+ * their proportional set sizes. Summing RSS instead would count Chromium's
+ * shared binary once per process: about 1 GiB for an idle browser.
+ */
 export async function treeMemoryBytes(pid: number): Promise<number> {
   const pids = [pid, ...(await processTree(pid))];
   let total = 0;
@@ -166,6 +170,14 @@ export async function treeMemoryBytes(pid: number): Promise<number> {
 }
 
 function residentBytes(pid: number): number {
+  try {
+    const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const kb = /^Pss:\s+(\d+)/m.exec(rollup)?.[1];
+    if (kb) return Number(kb) * 1024;
+  } catch (error) {
+    // Kernels before 4.14 have no smaps_rollup: fall back to RSS below.
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') return 0;
+  }
   try {
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     const kb = /VmRSS:\s+(\d+)/.exec(status)?.[1];

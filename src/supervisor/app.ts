@@ -1,30 +1,76 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import Koa from 'koa';
 import Router from '@koa/router';
 import type { Config } from '../config';
+import { InvalidTaskError, errorMessage } from '../errors';
 import type { Logger } from '../logger';
+import { TASK_TAG } from '../daemon/result';
 import type { TaskQueue } from '../queue/queue';
+import type { Catalogue } from '../resources/catalogue';
+import { checkTask, decodePayload } from '../resources/task';
+import { authorised, newCsrfToken, sameOrigin } from './access';
 import type { DaemonPool } from './daemon-pool';
+import { dashboardHtml, formResources } from './dashboard';
+import type { DashboardStatus } from './dashboard';
+import { LiveFeed } from './live-feed';
+import { SupervisorMetrics } from './metrics';
+
+export { authorised } from './access';
+
+/** Folder of the dashboard's script and stylesheet (`static/dashboard`). */
+export const DASHBOARD_DIR = path.resolve(
+  __dirname,
+  '..',
+  '..',
+  '..',
+  'static',
+  'dashboard',
+);
 
 /** What the supervisor's web app serves from. */
 export interface AppParts {
   config: Config;
   pool: DaemonPool;
   queue: TaskQueue;
+  /** The resources the enqueue form offers and POST /api/tasks checks. */
+  catalogue: Catalogue;
   logger: Logger;
   /** Starts a drain of the whole supervisor. */
   drain: () => void;
 }
 
+/** The app with the parts the supervisor also needs. */
+export interface SupervisorApp {
+  app: Koa;
+  metrics: SupervisorMetrics;
+  feed: LiveFeed;
+}
+
 /**
- * The supervisor's Koa app: health checks, status API, the files of the
- * embedded default, and drain.
+ * The supervisor's Koa app: health checks, metrics, status API, dashboard
+ * with live events, enqueue, restart and drain actions, and the files of
+ * the embedded default. Health checks read only what the pool already
+ * knows: they are fast and never start work.
  */
-export function createApp(parts: AppParts): Koa {
+export function createApp(parts: AppParts): SupervisorApp {
+  const { config, pool, queue } = parts;
   const app = new Koa();
+  app.on('error', (error: NodeJS.ErrnoException, ctx?: Koa.Context) => {
+    const fields = { path: ctx?.path, error: errorMessage(error) };
+    // A dashboard closing its event stream resets the connection: routine.
+    if (error.code === 'ECONNRESET' || error.code === 'EPIPE') {
+      parts.logger.debug('client went away', fields);
+    } else {
+      parts.logger.error('request failed', fields);
+    }
+  });
   const router = new Router();
+  const csrfToken = newCsrfToken();
+  const metrics = new SupervisorMetrics(pool, queue);
+  const status = () => statusOf(parts);
+  const feed = new LiveFeed(pool, status, parts.logger);
+  const resources = formResources(parts.catalogue.list());
 
   router.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok' };
@@ -33,70 +79,169 @@ export function createApp(parts: AppParts): Koa {
     ctx.body = 'ok';
   });
   router.get('/readyz', (ctx) => {
-    const readiness = parts.pool.readiness();
+    const readiness = pool.readiness();
     ctx.status = readiness.ready ? 200 : 503;
     ctx.body = readiness;
   });
+  router.get('/metrics', async (ctx) => {
+    ctx.type = metrics.registry.contentType;
+    ctx.body = await metrics.text();
+  });
   router.get('/api/status', async (ctx) => {
-    ctx.body = {
-      daemons: parts.pool.list(),
-      queue: parts.queue.description,
-      queueDepth: parts.queue.depth ? await parts.queue.depth('task') : null,
-    };
+    ctx.body = { ...(await status()), results: feed.recent() };
+  });
+  router.get('/api/events', async (ctx) => {
+    const first = await status();
+    ctx.respond = false;
+    feed.subscribe(ctx.res, first);
+  });
+  router.get('/', async (ctx) => {
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.set('cache-control', 'no-store');
+    ctx.set(
+      'content-security-policy',
+      "default-src 'self'; frame-ancestors 'none'",
+    );
+    ctx.body = dashboardHtml({
+      status: await status(),
+      results: feed.recent(),
+      resources,
+      csrfToken,
+      tokenRequired: config.adminToken !== undefined,
+    });
+  });
+  router.get('/dashboard/:file', (ctx) => serveDashboardFile(ctx));
+
+  const allowed = (ctx: Koa.Context) =>
+    sameOrigin(ctx, config, csrfToken) && authorised(ctx, config);
+  router.post('/api/tasks', async (ctx) => {
+    if (!allowed(ctx)) return;
+    await enqueueTask(ctx, parts);
+  });
+  router.post('/api/daemons/:id/restart', (ctx) => {
+    if (!allowed(ctx)) return;
+    const id = String(ctx.params['id']);
+    if (!pool.restart(id, 'manual')) {
+      ctx.status = 404;
+      ctx.body = { error: `no daemon ${id}` };
+      return;
+    }
+    parts.logger.info('daemon restart requested', {
+      daemon: id,
+      from: ctx.request.ip,
+    });
+    ctx.status = 202;
+    ctx.body = { status: 'restarting', daemon: id };
   });
   router.post('/api/drain', (ctx) => {
-    if (!authorised(ctx, parts.config)) return;
+    if (!allowed(ctx)) return;
+    parts.logger.info('drain requested', { from: ctx.request.ip });
     parts.drain();
     ctx.status = 202;
     ctx.body = { status: 'draining' };
   });
-  router.get('/files/:path(.*)', (ctx) => serveFile(ctx, parts.config.outputDir));
+  // path-to-regexp v8 syntax: a named wildcard, its value one string a segment.
+  router.get('/files/*path', (ctx) => serveFile(ctx, config.outputDir));
 
   app.use(router.routes());
   app.use(router.allowedMethods());
-  return app;
+  return { app, metrics, feed };
+}
+
+async function statusOf(parts: AppParts): Promise<DashboardStatus> {
+  const readiness = parts.pool.readiness();
+  return {
+    ...readiness,
+    daemons: parts.pool.list(),
+    queue: parts.queue.description,
+    queueDepth: parts.queue.depth ? await parts.queue.depth(TASK_TAG) : null,
+    nowMs: Date.now(),
+  };
 }
 
 /**
- * Checks the admin token of a request that changes something. Without a
- * configured token only requests from loopback are allowed.
+ * Puts a task from the dashboard or a script on the queue. The JSON body
+ * is checked as a daemon would check it, so bad input gets a 400 naming
+ * the field instead of a failure result later.
  */
-export function authorised(ctx: Koa.Context, config: Config): boolean {
-  const token = config.adminToken;
-  if (token === undefined) {
-    if (isLoopback(ctx.request.ip)) return true;
-    ctx.status = 403;
-    ctx.body = { error: 'set RENDER_ADMIN_TOKEN to allow this from other addresses' };
-    return false;
+async function enqueueTask(ctx: Koa.Context, parts: AppParts): Promise<void> {
+  if (!ctx.is('application/json')) {
+    ctx.status = 415;
+    ctx.body = { error: 'send the task as application/json' };
+    return;
   }
-  const given = /^Bearer (.+)$/.exec(ctx.get('authorization'))?.[1] ?? '';
-  if (sameSecret(given, token)) return true;
-  ctx.status = 401;
-  ctx.body = { error: 'a valid admin token is needed' };
-  return false;
+  try {
+    const body = await readBody(ctx, parts.config.maxTaskBytes);
+    const task = decodePayload(body, parts.config.maxTaskBytes);
+    checkTask(task, 'check', parts.catalogue, parts.config);
+    const id = await parts.queue.put(JSON.stringify(task), TASK_TAG);
+    parts.logger.info('task enqueued', {
+      task_id: id,
+      resource_view: task['resource_view'],
+    });
+    ctx.status = 202;
+    ctx.body = { task_id: id };
+  } catch (error) {
+    if (!(error instanceof InvalidTaskError)) throw error;
+    ctx.status = 400;
+    ctx.body = { error: errorMessage(error) };
+  }
 }
 
-/** Compares two secrets in time that does not depend on where they differ. */
-function sameSecret(given: string, expected: string): boolean {
-  const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
+/** The request body, refused past `limitBytes`. */
+async function readBody(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limitBytes) {
+      throw new InvalidTaskError(
+        `task payload is larger than the limit of ${limitBytes} bytes`,
+      );
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
 }
 
-function isLoopback(ip: string): boolean {
-  return ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
-}
+const DASHBOARD_TYPES: Record<string, string> = {
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+};
 
-function serveFile(ctx: Koa.Context, dir: string): void {
-  const rel = String(ctx.params['path'] ?? '');
-  const full = path.resolve(dir, rel);
-  const inside = path.relative(dir, full);
-  if (inside === '' || inside.startsWith('..') || path.isAbsolute(inside) || !fs.existsSync(full)) {
+function serveDashboardFile(ctx: Koa.Context): void {
+  const name = String(ctx.params['file'] ?? '');
+  const type = DASHBOARD_TYPES[path.extname(name)];
+  const full = path.join(DASHBOARD_DIR, name);
+  if (!type || !/^[\w.-]+$/.test(name) || !fs.existsSync(full)) {
     ctx.status = 404;
     ctx.body = 'not found';
     return;
   }
-  ctx.type = full.endsWith('.pdf') ? 'application/pdf' : 'application/octet-stream';
-  ctx.set('Content-Disposition', `inline; filename*=UTF-8''${encodeURIComponent(path.basename(full))}`);
+  ctx.type = type;
+  ctx.set('cache-control', 'no-cache');
+  ctx.body = fs.createReadStream(full);
+}
+
+function serveFile(ctx: Koa.Context, dir: string): void {
+  const param: unknown = ctx.params['path'];
+  const rel = Array.isArray(param) ? param.join('/') : String(param ?? '');
+  const full = path.resolve(dir, rel);
+  const inside = path.relative(dir, full);
+  const ok =
+    inside !== '' && !inside.startsWith('..') && !path.isAbsolute(inside);
+  if (!ok || !fs.existsSync(full) || !fs.statSync(full).isFile()) {
+    ctx.status = 404;
+    ctx.body = 'not found';
+    return;
+  }
+  ctx.type = full.endsWith('.pdf')
+    ? 'application/pdf'
+    : 'application/octet-stream';
+  ctx.set(
+    'Content-Disposition',
+    `inline; filename*=UTF-8''${encodeURIComponent(path.basename(full))}`,
+  );
+  ctx.set('x-content-type-options', 'nosniff');
   ctx.body = fs.createReadStream(full);
 }

@@ -11,7 +11,11 @@ import type {
   TaskFinishedMessage,
 } from '../daemon/messages';
 import type { Logger } from '../logger';
-import { processTree } from '../render/browser';
+import {
+  processTree,
+  processesUsingProfile,
+  removeProfile,
+} from '../render/browser';
 
 /** Why a daemon was (re)started; also a metric label. */
 export type DaemonRestartReason = 'exit' | 'heartbeat' | 'stuck' | 'manual';
@@ -27,8 +31,14 @@ export interface DaemonInfo {
   rendersDone: number;
   rendersFailed: number;
   browserPid: number;
+  /** Temporary profile folder of the daemon's browser; removed on a kill. */
+  browserProfileDir: string;
   browserMemoryBytes: number;
   browserReady: boolean;
+  /** Failed browser launches in a row inside the daemon. */
+  browserLaunchFailures: number;
+  /** When the daemon tries to launch its browser again, epoch ms. */
+  nextBrowserLaunchMs?: number;
   restarts: number;
   /** Restarts in a row without a healthy run in between. */
   crashStreak: number;
@@ -46,9 +56,25 @@ const MAX_RESTART_BACKOFF_MS = 60_000;
 /** How often heartbeats and stuck renders are checked, in ms. */
 const WATCH_EVERY_MS = 500;
 
+/**
+ * Silence allowed before a new daemon's first heartbeat, in ms (at least
+ * the heartbeat timeout): loading Node, the queue and puppeteer can take
+ * seconds on a busy machine, and killing it for that would loop for ever.
+ */
+const FIRST_HEARTBEAT_TIMEOUT_MS = 30_000;
+
+/**
+ * Time given to killed processes to disappear before one is reported as a
+ * survivor, in ms; a busy machine can take seconds to tear down a
+ * browser's memory.
+ */
+const KILL_CHECK_MS = 5_000;
+
 interface Slot {
   info: DaemonInfo;
   child: ChildProcess | undefined;
+  /** Whether the current child has sent a heartbeat yet. */
+  heard: boolean;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -71,7 +97,12 @@ export class DaemonPool extends EventEmitter {
     private readonly config: Config,
     private readonly logger: Logger,
     /** Script the daemons run; the compiled daemon entry by default. */
-    private readonly daemonScript = path.join(__dirname, '..', 'daemon', 'main.js'),
+    private readonly daemonScript = path.join(
+      __dirname,
+      '..',
+      'daemon',
+      'main.js',
+    ),
     /** Extra environment for the daemons. */
     private readonly env: NodeJS.ProcessEnv = process.env,
   ) {
@@ -81,7 +112,12 @@ export class DaemonPool extends EventEmitter {
   /** Forks `config.daemons` daemons and starts watching them. */
   start(): void {
     for (let i = 1; i <= this.config.daemons; i++) {
-      const slot: Slot = { info: blankInfo(String(i)), child: undefined, timer: undefined };
+      const slot: Slot = {
+        info: blankInfo(String(i)),
+        child: undefined,
+        heard: false,
+        timer: undefined,
+      };
       this.slots.push(slot);
       this.spawn(slot);
     }
@@ -90,23 +126,41 @@ export class DaemonPool extends EventEmitter {
 
   /** A snapshot of every daemon. */
   list(): DaemonInfo[] {
-    return this.slots.map((slot) => ({ ...slot.info, tasks: [...slot.info.tasks] }));
+    return this.slots.map((slot) => ({
+      ...slot.info,
+      tasks: [...slot.info.tasks],
+    }));
+  }
+
+  /** Ids of the daemons with a live browser, taking work, heard lately. */
+  readyIds(): string[] {
+    if (this.draining) return [];
+    const now = Date.now();
+    return this.slots
+      .filter(
+        (s) =>
+          s.child &&
+          s.info.browserReady &&
+          (s.info.state === 'idle' || s.info.state === 'rendering') &&
+          now - s.info.lastHeartbeatMs < this.config.heartbeatTimeoutMs,
+      )
+      .map((s) => s.info.id);
   }
 
   /** Whether at least one daemon has a live browser and takes work. */
   readiness(): { ready: boolean; reason: string } {
-    if (this.draining) return { ready: false, reason: 'draining: not taking work' };
-    const now = Date.now();
-    const ready = this.slots.filter(
-      (s) =>
-        s.child &&
-        s.info.browserReady &&
-        (s.info.state === 'idle' || s.info.state === 'rendering') &&
-        now - s.info.lastHeartbeatMs < this.config.heartbeatTimeoutMs,
-    );
-    if (ready.length > 0) return { ready: true, reason: `${ready.length} daemon(s) ready` };
-    const states = this.slots.map((s) => `${s.info.id}: ${s.info.state}`).join(', ');
-    return { ready: false, reason: `no daemon with a live browser is ready (${states})` };
+    if (this.draining)
+      return { ready: false, reason: 'draining: not taking work' };
+    const ready = this.readyIds();
+    if (ready.length > 0)
+      return { ready: true, reason: `${ready.length} daemon(s) ready` };
+    const states = this.slots
+      .map((s) => `${s.info.id}: ${s.info.state}`)
+      .join(', ');
+    return {
+      ready: false,
+      reason: `no daemon with a live browser is ready (${states})`,
+    };
   }
 
   /** Kills a daemon's process tree and starts it again. */
@@ -131,7 +185,9 @@ export class DaemonPool extends EventEmitter {
       if (slot.child?.connected) slot.child.send({ type: 'drain' });
       else slot.child?.kill('SIGTERM');
     }
-    const late = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), graceMs));
+    const late = new Promise<'late'>((resolve) =>
+      setTimeout(() => resolve('late'), graceMs),
+    );
     if ((await Promise.race([Promise.all(exits), late])) === 'late') {
       this.logger.warn('daemons did not drain in time; killing them');
       for (const slot of this.slots) await this.killTree(slot);
@@ -148,39 +204,62 @@ export class DaemonPool extends EventEmitter {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     slot.child = child;
+    slot.heard = false;
     Object.assign(slot.info, {
       pid: child.pid ?? 0,
       state: 'starting',
       startedAtMs: Date.now(),
       lastHeartbeatMs: Date.now(),
       tasks: [],
+      rendersDone: 0,
+      rendersFailed: 0,
       browserPid: 0,
+      browserMemoryBytes: 0,
+      browserProfileDir: '',
       browserReady: false,
+      browserLaunchFailures: 0,
+      nextBrowserLaunchMs: undefined,
       nextStartMs: undefined,
     });
-    child.on('message', (message: DaemonMessage) => this.onMessage(slot, message));
+    child.on('message', (message: DaemonMessage) => {
+      // A killed daemon's last heartbeats can arrive after its successor
+      // started; they must not overwrite the successor's state. Its
+      // task-finished messages still count.
+      if (slot.child !== child && message.type === 'heartbeat') return;
+      this.onMessage(slot, message);
+    });
     child.on('exit', (code, signal) => this.onExit(slot, child, code, signal));
-    this.logger.info('daemon started', { daemon: slot.info.id, pid: child.pid });
+    this.logger.info('daemon started', {
+      daemon: slot.info.id,
+      pid: child.pid,
+    });
     this.emit('change');
   }
 
   private onMessage(slot: Slot, message: DaemonMessage): void {
     const info = slot.info;
     if (message.type === 'heartbeat') {
+      slot.heard = true;
       Object.assign(info, {
         state: message.state,
         tasks: message.tasks,
         rendersDone: message.rendersDone,
         rendersFailed: message.rendersFailed,
         browserPid: message.browserPid,
+        browserProfileDir: message.browserProfileDir,
         browserMemoryBytes: message.browserMemoryBytes,
         browserReady: message.browserReady,
+        browserLaunchFailures: message.browserLaunchFailures,
+        nextBrowserLaunchMs: message.nextBrowserLaunchMs,
         lastHeartbeatMs: Date.now(),
         ...(message.lastError ? { lastError: message.lastError } : {}),
       });
       if (Date.now() - info.startedAtMs > HEALTHY_RUN_MS) info.crashStreak = 0;
     } else if (message.type === 'task-finished') {
-      this.emit('task-finished', { ...message, daemon: info.id } satisfies TaskFinishedMessage & {
+      this.emit('task-finished', {
+        ...message,
+        daemon: info.id,
+      } satisfies TaskFinishedMessage & {
         daemon: string;
       });
     } else if (message.type === 'browser-restart') {
@@ -205,7 +284,11 @@ export class DaemonPool extends EventEmitter {
     }
     const why = signal ? `killed by ${signal}` : `exited with code ${code}`;
     slot.info.lastError = `daemon ${why}`;
-    this.logger.warn('daemon exited; restarting it', { daemon: slot.info.id, code, signal });
+    this.logger.warn('daemon exited; restarting it', {
+      daemon: slot.info.id,
+      code,
+      signal,
+    });
     this.scheduleRestart(slot, 'exit');
   }
 
@@ -213,10 +296,20 @@ export class DaemonPool extends EventEmitter {
     const info = slot.info;
     info.restarts++;
     info.crashStreak++;
-    const delayMs = Math.min(MAX_RESTART_BACKOFF_MS, 500 * 2 ** (info.crashStreak - 1));
+    const delayMs = Math.min(
+      MAX_RESTART_BACKOFF_MS,
+      500 * 2 ** (info.crashStreak - 1),
+    );
     info.state = 'backoff';
     info.browserReady = false;
+    info.tasks = [];
     info.nextStartMs = Date.now() + delayMs;
+    this.logger.warn('daemon restart scheduled', {
+      daemon: info.id,
+      reason,
+      crash_streak: info.crashStreak,
+      delay_ms: delayMs,
+    });
     if (info.crashStreak > 2) {
       this.logger.error('daemon keeps dying; backing off', {
         daemon: info.id,
@@ -238,13 +331,21 @@ export class DaemonPool extends EventEmitter {
     for (const slot of this.slots) {
       if (!slot.child) continue;
       const info = slot.info;
-      if (now - info.lastHeartbeatMs > this.config.heartbeatTimeoutMs) {
+      const silentMs = now - info.lastHeartbeatMs;
+      const limitMs = slot.heard
+        ? this.config.heartbeatTimeoutMs
+        : Math.max(this.config.heartbeatTimeoutMs, FIRST_HEARTBEAT_TIMEOUT_MS);
+      if (silentMs > limitMs) {
         info.lastError = `no heartbeat for ${now - info.lastHeartbeatMs} ms`;
-        this.logger.warn('daemon missed its heartbeats; restarting it', { daemon: info.id });
+        this.logger.warn('daemon missed its heartbeats; restarting it', {
+          daemon: info.id,
+        });
         this.kill(slot, 'heartbeat');
       } else if (info.tasks.some((task) => now - task.sinceMs > stuckAfterMs)) {
         info.lastError = `render ran more than ${stuckAfterMs} ms`;
-        this.logger.warn('daemon render is stuck; restarting it', { daemon: info.id });
+        this.logger.warn('daemon render is stuck; restarting it', {
+          daemon: info.id,
+        });
         this.kill(slot, 'stuck');
       }
     }
@@ -271,20 +372,69 @@ export class DaemonPool extends EventEmitter {
    */
   private async killTree(slot: Slot, pid = slot.child?.pid): Promise<void> {
     if (!pid) return;
-    const browserPid = isChromium(slot.info.browserPid) ? slot.info.browserPid : 0;
+    // Read before any await: a restarted daemon overwrites them.
+    const browserPid = isChromium(slot.info.browserPid)
+      ? slot.info.browserPid
+      : 0;
+    const profileDir = slot.info.browserProfileDir;
     const roots = browserPid ? [pid, browserPid] : [pid];
     const targets: number[] = [];
-    for (const root of roots) targets.push(-root, root, ...(await processTree(root)));
-    for (const target of targets) {
-      try {
-        process.kill(target, 'SIGKILL');
-      } catch (error) {
-        this.logger.debug('process already gone', {
-          daemon: slot.info.id,
-          pid: target,
-          error: String(error),
-        });
-      }
+    for (const root of roots)
+      targets.push(-root, root, ...(await processTree(root)));
+    if (profileDir) targets.push(...processesUsingProfile(profileDir));
+    for (const target of targets) this.sigkill(slot, target);
+    const pids = targets.filter((target) => target > 0 && target !== pid);
+    const deadline = Date.now() + KILL_CHECK_MS;
+    while (
+      this.survivors(pids, profileDir).length > 0 &&
+      Date.now() < deadline
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    this.checkGone(slot, pids, profileDir);
+  }
+
+  private survivors(pids: number[], profileDir: string): number[] {
+    const users = profileDir ? processesUsingProfile(profileDir) : [];
+    return [...new Set([...pids, ...users])].filter(isLive);
+  }
+
+  private sigkill(slot: Slot, target: number): void {
+    try {
+      process.kill(target, 'SIGKILL');
+    } catch (error) {
+      this.logger.debug('process already gone', {
+        daemon: slot.info.id,
+        pid: target,
+        error: String(error),
+      });
+    }
+  }
+
+  /**
+   * Logs an error for every killed process still alive (zombies aside:
+   * they hold no memory and their parent or init reaps them), and removes
+   * the browser's profile folder once nothing uses it.
+   */
+  private checkGone(slot: Slot, pids: number[], profileDir: string): void {
+    const survivors = this.survivors(pids, profileDir);
+    if (survivors.length > 0) {
+      this.logger.error('processes of a killed daemon survived SIGKILL', {
+        daemon: slot.info.id,
+        pids: survivors,
+        commands: survivors.map(commandOf),
+      });
+      return;
+    }
+    if (!profileDir) return;
+    try {
+      removeProfile(profileDir);
+    } catch (error) {
+      this.logger.error('could not remove the profile of a killed browser', {
+        daemon: slot.info.id,
+        profile: profileDir,
+        error: String(error),
+      });
     }
   }
 
@@ -292,6 +442,32 @@ export class DaemonPool extends EventEmitter {
     const child = slot.child;
     if (!child || child.exitCode !== null) return Promise.resolve();
     return new Promise((resolve) => child.once('exit', () => resolve()));
+  }
+}
+
+/** The start of a process's command line, for logs. */
+function commandOf(pid: number): string {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const cmdline = fs
+      .readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      .replace(/\0/g, ' ');
+    return `${stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)} ${cmdline.slice(0, 160)}`;
+  } catch {
+    // Gone since the check: nothing to describe.
+    return '(gone)';
+  }
+}
+
+/** Whether a process exists and is not a zombie (Linux /proc). */
+function isLive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The state letter follows the parenthesised command name.
+    return !/\)\s+[ZX]/.test(stat);
+  } catch {
+    // No such process: it is gone.
+    return false;
   }
 }
 
@@ -317,8 +493,10 @@ function blankInfo(id: string): DaemonInfo {
     rendersDone: 0,
     rendersFailed: 0,
     browserPid: 0,
+    browserProfileDir: '',
     browserMemoryBytes: 0,
     browserReady: false,
+    browserLaunchFailures: 0,
     restarts: 0,
     crashStreak: 0,
   };
