@@ -6,115 +6,228 @@ import { startFarm, waitFor } from '../support/farm';
 import { RESOURCES_DIR, makeResourceRoot, taskFor } from '../support/resources';
 
 function documentOf(result: Result): Buffer {
-  if (typeof result['document'] === 'string') return Buffer.from(result['document'], 'base64');
+  if (typeof result['document'] === 'string')
+    return Buffer.from(result['document'], 'base64');
   const url = new URL(String(result['url']));
   throw new Error(`result is a link: ${url.href}`);
 }
 
 async function pdfOf(result: Result, farm: Farm): Promise<Buffer> {
   if (result['kind'] === 'result#document') return documentOf(result);
-  const response = await fetch(String(result['url']).replace(/^http:\/\/[^/]+/, `http://127.0.0.1:${farm.port}`));
+  const response = await fetch(
+    String(result['url']).replace(
+      /^http:\/\/[^/]+/,
+      `http://127.0.0.1:${farm.port}`,
+    ),
+  );
   expect(response.status).to.equal(200);
   return Buffer.from(await response.arrayBuffer());
 }
 
-describe('render-farm start, end to end on the embedded queue', function () {
-  this.timeout(240_000);
-  let farm: Farm;
+for (const backend of ['sqlite', 'cloud-tasks'] as const)
+  describe(`render-farm start, end to end on ${backend}`, function () {
+    this.timeout(240_000);
+    let farm: Farm;
 
-  before(async () => {
-    farm = await startFarm({
-      RENDER_DAEMONS: '2',
-      RENDER_RESOURCES_DIR: RESOURCES_DIR,
-      RENDER_INLINE_LIMIT_BYTES: '150000',
-      RENDER_LOG_LEVEL: 'warn',
+    before(async () => {
+      farm = await startFarm(
+        {
+          RENDER_DAEMONS: '2',
+          RENDER_RESOURCES_DIR: RESOURCES_DIR,
+          RENDER_INLINE_LIMIT_BYTES: '150000',
+          RENDER_LOG_LEVEL: 'warn',
+        },
+        backend,
+      );
     });
-  });
 
-  after(async () => {
-    expect(await farm.stop()).to.equal(0);
-  });
+    after(async () => {
+      expect(await farm.stop()).to.equal(0);
+    });
 
-  it('answers 20 tasks across three resources with 20 matching results', async () => {
-    const binary = (display: boolean, back: boolean, copies: number) =>
-      taskFor('binary-cards', {
-        resource_name: 'Binary Cards',
-        display_numbers: display,
-        black_back: back,
-        copies,
-      });
-    const parity = (colour: string, copies: number) =>
-      taskFor('parity-cards', { resource_name: 'Parity Cards', back_colour: colour, copies });
-    const network = (level: string, copies: number) =>
-      taskFor('sorting-network', {
-        resource_name: 'Sorting Network',
-        prefilled_values: level,
-        copies,
-      });
-    const cases: { task: unknown; pages?: number; error?: RegExp; name?: string }[] = [
-      { task: binary(true, false, 1), pages: 8, name: 'Binary Cards (with numbers - without black back - a4).pdf' },
-      { task: binary(false, true, 1), pages: 16 },
-      { task: binary(true, true, 2), pages: 32 },
-      { task: { ...binary(false, false, 1), paper_size: 'letter' }, pages: 8 },
-      { task: parity('red', 1), pages: 2, name: 'Parity Cards (red back - a4).pdf' },
-      { task: parity('blue', 3), pages: 6 },
-      { task: parity('green', 1), pages: 2 },
-      { task: parity('purple', 2), pages: 4 },
-      { task: network('blank', 1), pages: 1 },
-      { task: network('easy', 2), pages: 2 },
-      { task: network('medium', 3), pages: 3, name: 'Sorting Network (10 to 99 - a4).pdf' },
-      { task: network('hard', 1), pages: 1 },
-      { task: { ...network('hard', 1), paper_size: 'letter' }, pages: 1 },
-      { task: binary(true, false, 1), pages: 8 },
-      { task: 'not json', error: /not valid JSON/ },
-      { task: [], error: /must be a JSON object/ },
-      { task: { ...binary(true, false, 1), display_numbers: 'maybe' }, error: /option display_numbers: got "maybe"/ },
-      { task: { ...parity('red', 1), resource_view: '../../etc' }, error: /resource_view: got "..\/..\/etc"/ },
-      { task: { ...network('easy', 1), copies: 0 }, error: /copies: got 0/ },
-      { task: { ...network('easy', 1), url: undefined }, error: /field url is missing/ },
-    ];
-    const ids: string[] = [];
-    for (const item of cases) ids.push(await farm.enqueue(item.task));
+    it('answers 20 tasks across three resources with 20 matching results', async () => {
+      const binary = (display: boolean, back: boolean, copies: number) =>
+        taskFor('binary-cards', {
+          resource_name: 'Binary Cards',
+          display_numbers: display,
+          black_back: back,
+          copies,
+        });
+      const parity = (colour: string, copies: number) =>
+        taskFor('parity-cards', {
+          resource_name: 'Parity Cards',
+          back_colour: colour,
+          copies,
+        });
+      const network = (level: string, copies: number) =>
+        taskFor('sorting-network', {
+          resource_name: 'Sorting Network',
+          prefilled_values: level,
+          copies,
+        });
+      const cases: {
+        task: unknown;
+        pages?: number;
+        error?: RegExp;
+        name?: string;
+      }[] = [
+        {
+          task: binary(true, false, 1),
+          pages: 8,
+          name: 'Binary Cards (with numbers - without black back - a4).pdf',
+        },
+        { task: binary(false, true, 1), pages: 16 },
+        { task: binary(true, true, 2), pages: 32 },
+        {
+          task: { ...binary(false, false, 1), paper_size: 'letter' },
+          pages: 8,
+        },
+        {
+          task: parity('red', 1),
+          pages: 2,
+          name: 'Parity Cards (red back - a4).pdf',
+        },
+        { task: parity('blue', 3), pages: 6 },
+        { task: parity('green', 1), pages: 2 },
+        { task: parity('purple', 2), pages: 4 },
+        { task: network('blank', 1), pages: 1 },
+        { task: network('easy', 2), pages: 2 },
+        {
+          task: network('medium', 3),
+          pages: 3,
+          name: 'Sorting Network (10 to 99 - a4).pdf',
+        },
+        { task: network('hard', 1), pages: 1 },
+        { task: { ...network('hard', 1), paper_size: 'letter' }, pages: 1 },
+        { task: binary(true, false, 1), pages: 8 },
+        { task: 'not json', error: /not valid JSON/ },
+        { task: [], error: /must be a JSON object/ },
+        {
+          task: { ...binary(true, false, 1), display_numbers: 'maybe' },
+          error: /option display_numbers: got "maybe"/,
+        },
+        {
+          task: { ...parity('red', 1), resource_view: '../../etc' },
+          error: /resource_view: got "..\/..\/etc"/,
+        },
+        { task: { ...network('easy', 1), copies: 0 }, error: /copies: got 0/ },
+        {
+          task: { ...network('easy', 1), url: undefined },
+          error: /field url is missing/,
+        },
+      ];
+      const ids: string[] = [];
+      for (const item of cases) ids.push(await farm.enqueue(item.task));
 
-    const results = await farm.results(20, 180_000);
-    expect(results).to.have.length(20);
-    expect(results.map((r) => r.task_id).sort()).to.deep.equal([...ids].sort());
+      const results = await farm.results(20, 180_000);
+      expect(results).to.have.length(20);
+      expect(results.map((r) => r.task_id).sort()).to.deep.equal(
+        [...ids].sort(),
+      );
 
-    for (const [i, item] of cases.entries()) {
-      const result = results.find((r) => r.task_id === ids[i]);
-      if (!result) throw new Error(`no result for case ${i}`);
-      if (item.error) {
-        expect(result.success, `case ${i}`).to.equal(false);
-        expect(result['kind']).to.equal('result#document');
-        expect(String(result['error'])).to.match(item.error);
-        continue;
+      for (const [i, item] of cases.entries()) {
+        const result = results.find((r) => r.task_id === ids[i]);
+        if (!result) throw new Error(`no result for case ${i}`);
+        if (item.error) {
+          expect(result.success, `case ${i}`).to.equal(false);
+          expect(result['kind']).to.equal('result#document');
+          expect(String(result['error'])).to.match(item.error);
+          continue;
+        }
+        expect(
+          result.success,
+          `case ${i}: ${String(result['error'])}`,
+        ).to.equal(true);
+        if (item.name) expect(result['filename']).to.equal(item.name);
+        const pdf = await pdfOf(result, farm);
+        expect(pdfFacts(pdf).pages, `case ${i}`).to.equal(item.pages);
+        expect(result['pages']).to.equal(item.pages);
       }
-      expect(result.success, `case ${i}: ${String(result['error'])}`).to.equal(true);
-      if (item.name) expect(result['filename']).to.equal(item.name);
-      const pdf = await pdfOf(result, farm);
-      expect(pdfFacts(pdf).pages, `case ${i}`).to.equal(item.pages);
-      expect(result['pages']).to.equal(item.pages);
-    }
-    const kinds = new Set(results.filter((r) => r.success).map((r) => r['kind']));
-    expect([...kinds].sort()).to.deep.equal(['result#document', 'result#link']);
+      const kinds = new Set(
+        results.filter((r) => r.success).map((r) => r['kind']),
+      );
+      expect([...kinds].sort()).to.deep.equal([
+        'result#document',
+        'result#link',
+      ]);
+    });
+
+    it('serves the authors\' preview and its PDFs from the supervisor', async () => {
+    const base = `http://127.0.0.1:${farm.port}/preview/`;
+    expect(await (await fetch(base)).text()).to.contain('<h2>Binary Cards');
+    const response = await fetch(`${base}parity-cards.pdf?back_colour=green`);
+    expect(response.headers.get('content-type')).to.equal('application/pdf');
+    expect(pdfFacts(Buffer.from(await response.arrayBuffer())).pages).to.equal(2);
   });
 
   it('prints six distinct numbers of the range on each sorting network copy', async () => {
-    const id = await farm.enqueue(
-      taskFor('sorting-network', { resource_name: 'Sorting Network', prefilled_values: 'medium', copies: 2 }),
-    );
-    const [result] = await farm.results(1, 60_000);
-    expect(result?.task_id).to.equal(id);
-    const pages = pageTexts(await pdfOf(result as Result, farm));
-    const sets = pages.map((text) => {
-      const numbers = (text.split('Sorting Network')[1] ?? text).match(/\b\d{2}\b/g)?.map(Number) ?? [];
-      return numbers.filter((n) => n >= 10 && n <= 99);
+      const id = await farm.enqueue(
+        taskFor('sorting-network', {
+          resource_name: 'Sorting Network',
+          prefilled_values: 'medium',
+          copies: 2,
+        }),
+      );
+      const [result] = await farm.results(1, 60_000);
+      expect(result?.task_id).to.equal(id);
+      const pages = pageTexts(await pdfOf(result as Result, farm));
+      const sets = pages.map((text) => {
+        const numbers =
+          (text.split('Sorting Network')[1] ?? text)
+            .match(/\b\d{2}\b/g)
+            ?.map(Number) ?? [];
+        return numbers.filter((n) => n >= 10 && n <= 99);
+      });
+      for (const numbers of sets) {
+        expect(new Set(numbers).size).to.be.at.least(6);
+        for (const n of numbers) expect(n).to.be.within(10, 99);
+      }
+      expect(sets[0]).not.to.deep.equal(sets[1]);
     });
-    for (const numbers of sets) {
-      expect(new Set(numbers).size).to.be.at.least(6);
-      for (const n of numbers) expect(n).to.be.within(10, 99);
+  });
+
+describe('render-farm start on Cloud Tasks when the service goes away', function () {
+  this.timeout(240_000);
+  let farm: Farm;
+
+  after(async () => {
+    await farm?.stop();
+  });
+
+  it('answers every task exactly once through a restart of the queue service', async () => {
+    farm = await startFarm(
+      {
+        RENDER_DAEMONS: '2',
+        RENDER_RESOURCES_DIR: RESOURCES_DIR,
+        RENDER_LOG_LEVEL: 'warn',
+      },
+      'cloud-tasks',
+    );
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      ids.push(
+        await farm.enqueue(
+          taskFor('sorting-network', {
+            resource_name: 'Sorting Network',
+            prefilled_values: 'easy',
+          }),
+        ),
+      );
     }
-    expect(sets[0]).not.to.deep.equal(sets[1]);
+    const fake = farm.fake;
+    if (!fake) throw new Error('no Cloud Tasks stand-in');
+    const early = await farm.results(2, 60_000);
+    await fake.pause();
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    await fake.resume();
+    const rest = await farm.results(8 - early.length, 120_000);
+    const all = [...early, ...rest];
+    expect(all.map((r) => r.task_id).sort()).to.deep.equal([...ids].sort());
+    expect(all.every((r) => r.success)).to.equal(true);
+    expect(await farm.results(1, 3_000)).to.have.length(0);
+    expect(
+      (await fetch(`http://127.0.0.1:${farm.port}/healthz`)).status,
+    ).to.equal(200);
   });
 });
 
@@ -123,7 +236,11 @@ describe('delivery: kills, duplicates and poison tasks', function () {
   const root = makeResourceRoot({
     smoke: { template: '<section class="page"><p>SMOKE</p></section>' },
     slow: {
-      manifest: { options: { wait_ms: { label: 'Busy wait', values: [0, 5000], default: 0 } } },
+      manifest: {
+        options: {
+          wait_ms: { label: 'Busy wait', values: [0, 5000], default: 0 },
+        },
+      },
       template:
         '<script>const until = Date.now() + {{ wait_ms }}; while (Date.now() < until) {}</script>' +
         '<section class="page"><p>SLOW {{ wait_ms }} {{ random.int(1, 1000000) }}</p></section>',
@@ -133,7 +250,12 @@ describe('delivery: kills, duplicates and poison tasks', function () {
         '<script>const hog = []; for (;;) { hog.push(new Array(1e6).fill(Math.random())); }</script>' +
         '<p>unreached</p>',
     },
-    invoice: { template: 'Invoice for {{ customer.name }}, total due: {{ order.total }}' },
+    // Task data reaches a template only through declared options: `order`
+    // is not one, as in a template with a typo.
+    invoice: {
+      template:
+        'Invoice for {{ resource_name }}, total due: {{ order.total }} {{ currency | upper }}',
+    },
   });
   let farm: Farm;
 
@@ -149,7 +271,13 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       RENDER_TIMEOUT_SECONDS: '10',
       RENDER_LOG_LEVEL: 'warn',
     });
-    await waitFor(async () => ((await farm.status()).daemons.every((d) => d.pid > 0) ? true : undefined), 30_000);
+    await waitFor(
+      async () =>
+        (await farm.status()).daemons.every((d) => d.pid > 0)
+          ? true
+          : undefined,
+      30_000,
+    );
     const id = await farm.enqueue(taskFor('slow', { wait_ms: 5000 }));
     const holder = await waitFor(async () => {
       const daemons = (await farm.status()).daemons;
@@ -166,7 +294,11 @@ describe('delivery: kills, duplicates and poison tasks', function () {
   });
 
   it('B17(b): a task put twice under one id is rendered and answered once', async () => {
-    farm = await startFarm({ RENDER_DAEMONS: '1', RENDER_RESOURCES_DIR: root, RENDER_LOG_LEVEL: 'warn' });
+    farm = await startFarm({
+      RENDER_DAEMONS: '1',
+      RENDER_RESOURCES_DIR: root,
+      RENDER_LOG_LEVEL: 'warn',
+    });
     const task = taskFor('slow', { wait_ms: 0 });
     expect(await farm.enqueue(task, 'T3')).to.equal('T3');
     expect(await farm.enqueue(task, 'T3')).to.equal('T3');
@@ -178,13 +310,23 @@ describe('delivery: kills, duplicates and poison tasks', function () {
   });
 
   it('B13: an undefined variable fails the task once, naming it, and the daemon lives on', async () => {
-    farm = await startFarm({ RENDER_DAEMONS: '1', RENDER_RESOURCES_DIR: root, RENDER_LOG_LEVEL: 'warn' });
-    const pidBefore = (await waitFor(async () => (await farm.status()).daemons[0], 10_000)).pid;
-    const id = await farm.enqueue(taskFor('invoice', { customer: { name: 'Ada' } }));
+    farm = await startFarm({
+      RENDER_DAEMONS: '1',
+      RENDER_RESOURCES_DIR: root,
+      RENDER_LOG_LEVEL: 'warn',
+    });
+    const pidBefore = (
+      await waitFor(async () => (await farm.status()).daemons[0], 10_000)
+    ).pid;
+    const id = await farm.enqueue(
+      taskFor('invoice', { order: { total: 3 } }),
+    );
     const [result] = await farm.results(1, 60_000);
     expect(result?.task_id).to.equal(id);
     expect(result?.success).to.equal(false);
-    expect(String(result?.['error'])).to.match(/order/).and.match(/line 1/);
+    expect(String(result?.['error']))
+      .to.match(/order/)
+      .and.match(/line 1/);
     expect(fs.existsSync(`${farm.dir}/output/${id}`)).to.equal(false);
     expect((await farm.status()).daemons[0]?.pid).to.equal(pidBefore);
   });
@@ -208,11 +350,20 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       ['null', /JSON object, got null/],
       ['42', /JSON object, got number/],
       ['{}', /field kind is missing/],
-      [JSON.stringify({ ...taskFor('smoke'), resource_view: 7 }), /resource_view: got 7/],
+      [
+        JSON.stringify({ ...taskFor('smoke'), resource_view: 7 }),
+        /resource_view: got 7/,
+      ],
       [JSON.stringify({ ...taskFor('smoke'), copies: -1 }), /copies: got -1/],
-      [JSON.stringify({ ...taskFor('smoke'), copies: 100_000 }), /copies: got 100000/],
+      [
+        JSON.stringify({ ...taskFor('smoke'), copies: 100_000 }),
+        /copies: got 100000/,
+      ],
       [Buffer.from([0xff, 0xfe, 0x00]), /not valid UTF-8/],
-      [JSON.stringify({ ...taskFor('smoke'), blob: 'a'.repeat(5_000_000) }), /larger than the limit/],
+      [
+        JSON.stringify({ ...taskFor('smoke'), blob: 'a'.repeat(5_000_000) }),
+        /larger than the limit/,
+      ],
       ['['.repeat(10_000) + ']'.repeat(10_000), /JSON object, got an array/],
     ];
     const ids: string[] = [];
@@ -228,9 +379,11 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       expect(String(mine[0]?.['error']), `body ${i}`).to.match(reason);
     });
     expect(results.find((r) => r.task_id === smokeId)?.success).to.equal(true);
-    expect(await farm.queue.depth('task')).to.equal(0);
+    expect(await farm.queue.depth?.('task')).to.equal(0);
     expect((await farm.status()).daemons[0]?.pid).to.equal(daemon.pid);
-    expect((await fetch(`http://127.0.0.1:${farm.port}/healthz`)).status).to.equal(200);
+    expect(
+      (await fetch(`http://127.0.0.1:${farm.port}/healthz`)).status,
+    ).to.equal(200);
   });
 
   it('B18: a task that crashes the renderer is tried 3 times, then fails once; others go on', async () => {
@@ -242,16 +395,25 @@ describe('delivery: kills, duplicates and poison tasks', function () {
     });
     const poison = await farm.enqueue(taskFor('heap-hog'));
     const smokes: string[] = [];
-    for (let i = 0; i < 10; i++) smokes.push(await farm.enqueue(taskFor('smoke')));
+    for (let i = 0; i < 10; i++)
+      smokes.push(await farm.enqueue(taskFor('smoke')));
 
     const results = await farm.results(11, 180_000);
     const final = results.filter((r) => r.task_id === poison);
     expect(final).to.have.length(1);
     expect(final[0]?.success).to.equal(false);
-    expect(String(final[0]?.['error'])).to.match(/^gave up after 3 attempts: .*crash/i);
-    expect(results.filter((r) => smokes.includes(r.task_id) && r.success)).to.have.length(10);
-    const attempts = farm.logs.filter((l) => l['task_id'] === poison && /passing reason|task failed/.test(String(l['message'])));
+    expect(String(final[0]?.['error'])).to.match(
+      /^gave up after 3 attempts: .*crash/i,
+    );
+    expect(
+      results.filter((r) => smokes.includes(r.task_id) && r.success),
+    ).to.have.length(10);
+    const attempts = farm.logs.filter(
+      (l) =>
+        l['task_id'] === poison &&
+        /passing reason|task failed/.test(String(l['message'])),
+    );
     expect(attempts.map((l) => l['attempt'])).to.deep.equal([1, 2, 3]);
-    expect(await farm.queue.depth('task')).to.equal(0);
+    expect(await farm.queue.depth?.('task')).to.equal(0);
   });
 });

@@ -3,20 +3,41 @@ import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { CloudTasksQueue } from '../../src/queue/cloud-tasks-queue';
+import { startFakeCloudTasks } from '../../src/queue/fake-cloud-tasks-server';
+import type { FakeCloudTasks } from '../../src/queue/fake-cloud-tasks-server';
+import type { TaskQueue } from '../../src/queue/queue';
 import { SqliteQueue } from '../../src/queue/sqlite-queue';
 
+/** The queue backends a farm can run on in tests. */
+export type Backend = 'sqlite' | 'cloud-tasks';
+
 /** The project's command-line entry. */
-export const CLI = path.resolve(__dirname, '..', '..', '..', 'bin', 'render-farm.js');
+export const CLI = path.resolve(
+  __dirname,
+  '..',
+  '..',
+  '..',
+  'bin',
+  'render-farm.js',
+);
 
 /** A result message as read back off the queue. */
-export type Result = Record<string, unknown> & { task_id: string; success: boolean };
+export type Result = Record<string, unknown> & {
+  task_id: string;
+  success: boolean;
+};
 
 /** A `render-farm start` child process on a temporary queue. */
 export interface Farm {
   port: number;
   process: ChildProcess;
   dir: string;
-  queue: SqliteQueue;
+  /** A client of the farm's queue, of the same backend. */
+  queue: TaskQueue;
+  /** The local Cloud Tasks service, on that backend. */
+  fake?: FakeCloudTasks;
   /** Every log line the farm wrote, parsed. */
   logs: Record<string, unknown>[];
   /** Puts a raw payload tagged `task`; returns its id. */
@@ -24,7 +45,9 @@ export interface Farm {
   /** Takes results off the queue until `count` arrived or `timeoutMs` passed. */
   results(count: number, timeoutMs: number): Promise<Result[]>;
   /** The supervisor's status API. */
-  status(): Promise<{ daemons: { id: string; pid: number; tasks: { taskId: string }[] }[] }>;
+  status(): Promise<{
+    daemons: { id: string; pid: number; tasks: { taskId: string }[] }[];
+  }>;
   /** SIGTERM, and wait for the exit code. */
   stop(): Promise<number | null>;
 }
@@ -33,13 +56,29 @@ export interface Farm {
  * Starts `render-farm start` as a user would, with the given settings on
  * top of a temporary queue, output folder and a free port.
  */
-export async function startFarm(env: Record<string, string> = {}): Promise<Farm> {
+export async function startFarm(
+  env: Record<string, string> = {},
+  backend: Backend = 'sqlite',
+): Promise<Farm> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'render-farm-e2e-'));
   const queueFile = path.join(dir, 'queue.db');
+  const fake =
+    backend === 'cloud-tasks'
+      ? await startFakeCloudTasks({ port: 0 })
+      : undefined;
+  const queuePath = `projects/test/locations/here/queues/q-${randomUUID()}`;
+  const queueEnv: Record<string, string> = fake
+    ? {
+        RENDER_QUEUE: `cloud-tasks:${queuePath}`,
+        RENDER_CLOUD_TASKS_ENDPOINT: fake.address,
+        // Google clients must never look for the cloud metadata server here.
+        METADATA_SERVER_DETECTION: 'none',
+      }
+    : { RENDER_QUEUE: `sqlite:${queueFile}` };
   const child = spawn('node', [CLI, 'start'], {
     env: {
       ...process.env,
-      RENDER_QUEUE: `sqlite:${queueFile}`,
+      ...queueEnv,
       RENDER_OUTPUT_DIR: path.join(dir, 'output'),
       RENDER_PID_FILE: path.join(dir, 'supervisor.pid'),
       RENDER_PORT: '0',
@@ -66,9 +105,17 @@ export async function startFarm(env: Record<string, string> = {}): Promise<Farm>
         logs.push(entry);
       }
     });
-    child.once('exit', (code) => reject(new Error(`farm exited with ${code}: ${JSON.stringify(logs.slice(-5))}`)));
+    child.once('exit', (code) =>
+      reject(
+        new Error(
+          `farm exited with ${code}: ${JSON.stringify(logs.slice(-5))}`,
+        ),
+      ),
+    );
   });
-  const queue = new SqliteQueue(queueFile);
+  const queue: TaskQueue = fake
+    ? new CloudTasksQueue(queuePath, { emulatorEndpoint: fake.address })
+    : new SqliteQueue(queueFile);
   const base = `http://127.0.0.1:${port}`;
 
   return {
@@ -76,32 +123,55 @@ export async function startFarm(env: Record<string, string> = {}): Promise<Farm>
     process: child,
     dir,
     queue,
+    ...(fake ? { fake } : {}),
     logs,
     enqueue: (payload, id) =>
-      queue.put(typeof payload === 'string' || Buffer.isBuffer(payload) ? payload : JSON.stringify(payload), 'task', id ? { id } : {}),
+      queue.put(
+        typeof payload === 'string' || Buffer.isBuffer(payload)
+          ? payload
+          : JSON.stringify(payload),
+        'task',
+        id ? { id } : {},
+      ),
     results: (count, timeoutMs) => takeResults(queue, count, timeoutMs),
     status: async () => (await fetch(`${base}/api/status`)).json() as never,
     stop: async () => {
-      if (child.exitCode !== null) return child.exitCode;
-      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      if (child.exitCode !== null) {
+        await queue.close();
+        await fake?.stop();
+        return child.exitCode;
+      }
+      const exited = new Promise<number | null>((resolve) =>
+        child.once('exit', (code) => resolve(code)),
+      );
       child.kill('SIGTERM');
       const code = await exited;
       await queue.close();
+      await fake?.stop();
       return code;
     },
   };
 }
 
-async function takeResults(queue: SqliteQueue, count: number, timeoutMs: number): Promise<Result[]> {
+async function takeResults(
+  queue: TaskQueue,
+  count: number,
+  timeoutMs: number,
+): Promise<Result[]> {
   const results: Result[] = [];
   const deadline = Date.now() + timeoutMs;
   while (results.length < count && Date.now() < deadline) {
-    const leased = await queue.lease({ tag: 'result', max: 50, leaseSeconds: 60 });
+    const leased = await queue.lease({
+      tag: 'result',
+      max: 50,
+      leaseSeconds: 60,
+    });
     for (const task of leased) {
       results.push(JSON.parse(task.payload.toString('utf8')) as Result);
       await queue.acknowledge(task);
     }
-    if (leased.length === 0) await new Promise((resolve) => setTimeout(resolve, 200));
+    if (leased.length === 0)
+      await new Promise((resolve) => setTimeout(resolve, 200));
   }
   return results;
 }
@@ -116,12 +186,17 @@ function parseLine(line: string): Record<string, unknown> {
 }
 
 /** Waits until `check` returns a value (not undefined), polling. */
-export async function waitFor<T>(check: () => Promise<T | undefined>, timeoutMs: number, everyMs = 100): Promise<T> {
+export async function waitFor<T>(
+  check: () => Promise<T | undefined>,
+  timeoutMs: number,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
     if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(`condition not met within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
