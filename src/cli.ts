@@ -22,14 +22,18 @@ export function main(argv: string[]): void {
     .parseAsync(argv)
     .catch((error: unknown) => {
       const known = error instanceof RenderFarmError;
-      process.stderr.write(`render-farm: ${known ? errorMessage(error) : String(error)}\n`);
+      process.stderr.write(
+        `render-farm: ${known ? errorMessage(error) : String(error)}\n`,
+      );
       process.exit(error instanceof ConfigError ? 2 : 1);
     });
 }
 
 function program(): Command {
   const cli = new Command('render-farm')
-    .description('Render queued tasks to print-ready PDF resources with headless Chromium.')
+    .description(
+      'Render queued tasks to print-ready PDF resources with headless Chromium.',
+    )
     .showHelpAfterError();
 
   cli
@@ -50,11 +54,23 @@ function program(): Command {
   cli
     .command('render')
     .description('Render one resource to a PDF file, without any queue.')
-    .argument('<view>', 'resource view, e.g. binary-cards (see `render-farm resources`)')
-    .option('-o, --option <key=value>', 'an option of the resource (repeatable)', collect, [])
+    .argument(
+      '<view>',
+      'resource view, e.g. binary-cards (see `render-farm resources`)',
+    )
+    .option(
+      '-o, --option <key=value>',
+      'an option of the resource (repeatable)',
+      collect,
+      [],
+    )
     .option('-c, --copies <n>', 'number of copies', whole, 1)
     .option('--header-text <text>', 'text printed at the top of every page', '')
-    .option('--url <url>', 'url printed at the foot of every page', 'https://example.org/')
+    .option(
+      '--url <url>',
+      'url printed at the foot of every page',
+      'https://example.org/',
+    )
     .option('--name <name>', 'resource name (default: the manifest title)')
     .option('--task-id <id>', 'seed of the random numbers', 'cli')
     .requiredOption('--out <file>', 'where to write the PDF')
@@ -77,22 +93,36 @@ function program(): Command {
 
   cli
     .command('results')
-    .description('Take result messages off the queue and print each as one JSON line.')
-    .option('--wait <n>', 'keep waiting until this many results were taken', whole, 0)
+    .description(
+      'Take result messages off the queue and print each as one JSON line.',
+    )
+    .option(
+      '--wait <n>',
+      'keep waiting until this many results were taken',
+      whole,
+      0,
+    )
     .option('--timeout <seconds>', 'give up waiting after this long', whole, 60)
-    .option('--save <dir>', 'write inline documents into DIR and print their path instead')
+    .option(
+      '--save <dir>',
+      'write inline documents into DIR and print their path instead',
+    )
     .action(async (opts: { wait: number; timeout: number; save?: string }) => {
       const config = configure();
       const missing = await takeResults(config, opts);
       if (missing > 0) {
-        process.stderr.write(`render-farm: ${missing} result(s) did not arrive in time\n`);
+        process.stderr.write(
+          `render-farm: ${missing} result(s) did not arrive in time\n`,
+        );
         process.exitCode = 1;
       }
     });
 
   cli
     .command('resources')
-    .description('List the resource views with their options and allowed values.')
+    .description(
+      'List the resource views with their options and allowed values.',
+    )
     .option('--json', 'print JSON')
     .action((opts: { json?: boolean }) => {
       const config = configure();
@@ -116,7 +146,11 @@ function program(): Command {
   return cli;
 }
 
-async function startPreview(config: Config, host: string, port: number): Promise<string> {
+async function startPreview(
+  config: Config,
+  host: string,
+  port: number,
+): Promise<string> {
   const preview = new Preview(config, partLogger('preview'));
   preview.watch();
   const app = new Koa();
@@ -161,11 +195,16 @@ function collect(value: string, previous: string[]): string[] {
 
 function whole(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number');
+  if (!Number.isInteger(n) || n < 0)
+    throw new InvalidArgumentError('expected a whole number');
   return n;
 }
 
-async function renderOnce(config: Config, view: string, opts: RenderOptions): Promise<void> {
+async function renderOnce(
+  config: Config,
+  view: string,
+  opts: RenderOptions,
+): Promise<void> {
   const catalogue = Catalogue.load(config.resourcesDir);
   const manifest = catalogue.get(view);
   const task: Record<string, unknown> = {
@@ -177,19 +216,26 @@ async function renderOnce(config: Config, view: string, opts: RenderOptions): Pr
     header_text: opts.headerText,
     copies: opts.copies,
   };
-  for (const [name, spec] of Object.entries(manifest?.options ?? {})) task[name] = spec.default;
+  for (const [name, spec] of Object.entries(manifest?.options ?? {}))
+    task[name] = spec.default;
   for (const pair of opts.option) {
     const at = pair.indexOf('=');
-    if (at < 1) throw new ConfigError(`--option: got "${pair}", expected KEY=VALUE`);
+    if (at < 1)
+      throw new ConfigError(`--option: got "${pair}", expected KEY=VALUE`);
     task[pair.slice(0, at)] = pair.slice(at + 1);
   }
   const job = checkTask(task, opts.taskId, catalogue, config);
-  const renderer = new Renderer(rendererOptions(config), catalogue, partLogger('render'));
+  const renderer = new Renderer(
+    rendererOptions(config),
+    catalogue,
+    partLogger('render'),
+  );
   try {
     const output = await renderer.render(job);
     fs.mkdirSync(path.dirname(path.resolve(opts.out)), { recursive: true });
     fs.writeFileSync(opts.out, output.pdf);
-    for (const warning of output.warnings) process.stderr.write(`warning: ${warning}\n`);
+    for (const warning of output.warnings)
+      process.stderr.write(`warning: ${warning}\n`);
     process.stdout.write(
       `${opts.out}: ${output.pages} pages, ${output.pdf.length} bytes, ` +
         `${output.durationMs} ms (${job.filename})\n`,
@@ -200,12 +246,21 @@ async function renderOnce(config: Config, view: string, opts: RenderOptions): Pr
 }
 
 async function enqueue(config: Config, files: string[]): Promise<void> {
-  const queue = await openQueue(config.queue, { cloudTasksEndpoint: config.cloudTasksEndpoint });
+  const queue = await openQueue(config.queue, {
+    cloudTasksEndpoint: config.cloudTasksEndpoint,
+  });
   try {
     for (const file of files) {
-      const text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
+      const text =
+        file === '-'
+          ? fs.readFileSync(0, 'utf8')
+          : fs.readFileSync(file, 'utf8');
       for (const task of tasksOf(text, file)) {
-        const id = await queue.put(task.payload, TASK_TAG, task.id ? { id: task.id } : {});
+        const id = await queue.put(
+          task.payload,
+          TASK_TAG,
+          task.id ? { id: task.id } : {},
+        );
         process.stdout.write(`${id}\n`);
       }
     }
@@ -219,7 +274,10 @@ async function enqueue(config: Config, files: string[]): Promise<void> {
  * with a `task_id` string is put under that id, so putting it twice does not
  * render it twice.
  */
-function tasksOf(text: string, file: string): { payload: string; id?: string }[] {
+function tasksOf(
+  text: string,
+  file: string,
+): { payload: string; id?: string }[] {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -229,7 +287,10 @@ function tasksOf(text: string, file: string): { payload: string; id?: string }[]
   const items: unknown[] = Array.isArray(value) ? value : [value];
   return items.map((item) => {
     const id = (item as Record<string, unknown> | null)?.['task_id'];
-    return { payload: JSON.stringify(item), ...(typeof id === 'string' ? { id } : {}) };
+    return {
+      payload: JSON.stringify(item),
+      ...(typeof id === 'string' ? { id } : {}),
+    };
   });
 }
 
@@ -237,12 +298,18 @@ async function takeResults(
   config: Config,
   opts: { wait: number; timeout: number; save?: string },
 ): Promise<number> {
-  const queue = await openQueue(config.queue, { cloudTasksEndpoint: config.cloudTasksEndpoint });
+  const queue = await openQueue(config.queue, {
+    cloudTasksEndpoint: config.cloudTasksEndpoint,
+  });
   const deadline = Date.now() + opts.timeout * 1000;
   let taken = 0;
   try {
     do {
-      const leased = await queue.lease({ tag: RESULT_TAG, max: 10, leaseSeconds: 60 });
+      const leased = await queue.lease({
+        tag: RESULT_TAG,
+        max: 10,
+        leaseSeconds: 60,
+      });
       for (const task of leased) {
         process.stdout.write(`${resultLine(task.payload, opts.save)}\n`);
         await queue.acknowledge(task);
@@ -261,7 +328,10 @@ function resultLine(payload: Buffer, saveDir: string | undefined): string {
   const text = payload.toString('utf8');
   if (!saveDir) return text;
   const message = JSON.parse(text) as Record<string, unknown>;
-  if (typeof message['document'] === 'string' && typeof message['filename'] === 'string') {
+  if (
+    typeof message['document'] === 'string' &&
+    typeof message['filename'] === 'string'
+  ) {
     const dir = path.join(saveDir, String(message['task_id']));
     fs.mkdirSync(dir, { recursive: true });
     const file = path.join(dir, path.basename(message['filename']));
@@ -292,7 +362,9 @@ function listResources(config: Config, json: boolean): void {
   for (const item of list) {
     process.stdout.write(`${item.view}  (${item.title})\n`);
     for (const [name, spec] of Object.entries(item.options)) {
-      const values = spec.values.map((v) => (v === spec.default ? `[${v}]` : String(v)));
+      const values = spec.values.map((v) =>
+        v === spec.default ? `[${v}]` : String(v),
+      );
       process.stdout.write(`    ${name}: ${values.join(', ')}\n`);
     }
   }

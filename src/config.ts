@@ -109,7 +109,11 @@ function text(fallback: string) {
     .transform((raw) => (raw === undefined || raw === '' ? fallback : raw));
 }
 
-function checked(fallback: string, ok: (value: string) => boolean, message: (value: string) => string) {
+function checked(
+  fallback: string,
+  ok: (value: string) => boolean,
+  message: (value: string) => string,
+) {
   return text(fallback).transform((value, ctx) => {
     if (ok(value)) return value;
     ctx.addIssue({ code: 'custom', message: message(value) });
@@ -130,15 +134,15 @@ const queueSpec = checked(
 const logLevel = checked(
   'info',
   (value) => ['error', 'warn', 'info', 'debug'].includes(value),
-  (value) => `RENDER_LOG_LEVEL: got "${value}", expected error, warn, info or debug`,
+  (value) =>
+    `RENDER_LOG_LEVEL: got "${value}", expected error, warn, info or debug`,
 );
 
 const cloudTasksEndpoint = checked(
   '',
   (value) =>
     value === '' || /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(value),
-  (value) =>
-    `RENDER_CLOUD_TASKS_ENDPOINT: got "${value}", expected host:port`,
+  (value) => `RENDER_CLOUD_TASKS_ENDPOINT: got "${value}", expected host:port`,
 );
 
 const schema = z.object({
@@ -152,8 +156,18 @@ const schema = z.object({
   RENDER_PUBLIC_URL: z.string().optional(),
   RENDER_RESOURCES_DIR: text('resource-templates'),
   RENDER_STATIC_DIRS: text('static'),
-  RENDER_INLINE_LIMIT_BYTES: int('RENDER_INLINE_LIMIT_BYTES', 1_000_000, 0, 100_000_000),
-  RENDER_MAX_TASK_BYTES: int('RENDER_MAX_TASK_BYTES', 1_000_000, 100, 100_000_000),
+  RENDER_INLINE_LIMIT_BYTES: int(
+    'RENDER_INLINE_LIMIT_BYTES',
+    1_000_000,
+    0,
+    100_000_000,
+  ),
+  RENDER_MAX_TASK_BYTES: int(
+    'RENDER_MAX_TASK_BYTES',
+    1_000_000,
+    100,
+    100_000_000,
+  ),
   RENDER_LEASE_SECONDS: int('RENDER_LEASE_SECONDS', 120, 5, 86_400),
   RENDER_TIMEOUT_SECONDS: int('RENDER_TIMEOUT_SECONDS', 60, 1, 3_600),
   RENDER_ASSET_TIMEOUT_SECONDS: int('RENDER_ASSET_TIMEOUT_SECONDS', 5, 1, 600),
@@ -162,10 +176,30 @@ const schema = z.object({
   RENDER_ADMIN_TOKEN: z.string().optional(),
   CHROMIUM_PATH: text('/usr/bin/chromium'),
   RENDER_HEARTBEAT_MS: int('RENDER_HEARTBEAT_MS', 2_000, 50, 600_000),
-  RENDER_HEARTBEAT_TIMEOUT_MS: int('RENDER_HEARTBEAT_TIMEOUT_MS', 20_000, 200, 3_600_000),
-  RENDER_BROWSER_MAX_RENDERS: int('RENDER_BROWSER_MAX_RENDERS', 200, 1, 1_000_000),
-  RENDER_BROWSER_MAX_AGE_SECONDS: int('RENDER_BROWSER_MAX_AGE_SECONDS', 3_600, 10, 604_800),
-  RENDER_BROWSER_MAX_MEMORY_MB: int('RENDER_BROWSER_MAX_MEMORY_MB', 1_024, 64, 65_536),
+  RENDER_HEARTBEAT_TIMEOUT_MS: int(
+    'RENDER_HEARTBEAT_TIMEOUT_MS',
+    20_000,
+    200,
+    3_600_000,
+  ),
+  RENDER_BROWSER_MAX_RENDERS: int(
+    'RENDER_BROWSER_MAX_RENDERS',
+    200,
+    1,
+    1_000_000,
+  ),
+  RENDER_BROWSER_MAX_AGE_SECONDS: int(
+    'RENDER_BROWSER_MAX_AGE_SECONDS',
+    3_600,
+    10,
+    604_800,
+  ),
+  RENDER_BROWSER_MAX_MEMORY_MB: int(
+    'RENDER_BROWSER_MAX_MEMORY_MB',
+    1_024,
+    64,
+    65_536,
+  ),
   RENDER_DRAIN_GRACE_SECONDS: int('RENDER_DRAIN_GRACE_SECONDS', 25, 0, 3_600),
   RENDER_POLL_MS: int('RENDER_POLL_MS', 500, 10, 60_000),
   RENDER_BROWSER_PROBE_MS: int('RENDER_BROWSER_PROBE_MS', 5_000, 100, 600_000),
@@ -197,7 +231,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         `than RENDER_TIMEOUT_SECONDS (${e.RENDER_TIMEOUT_SECONDS})`,
     );
   }
-  const publicUrl = e.RENDER_PUBLIC_URL ?? `http://${urlHost(e.RENDER_HOST)}:${e.RENDER_PORT}/files/`;
+  const publicUrl =
+    e.RENDER_PUBLIC_URL ??
+    `http://${urlHost(e.RENDER_HOST)}:${e.RENDER_PORT}/files/`;
   if (!/^https?:\/\/.+/.test(publicUrl)) {
     throw new ConfigError(
       `RENDER_PUBLIC_URL: got "${publicUrl}", expected an http(s) URL`,

@@ -19,7 +19,9 @@ export const rootLogger: Logger = winston.createLogger({
   ),
   defaultMeta: { pid: process.pid },
   transports: [
-    new winston.transports.Console({ stderrLevels: Object.keys(winston.config.npm.levels) }),
+    new winston.transports.Console({
+      stderrLevels: Object.keys(winston.config.npm.levels),
+    }),
   ],
 });
 

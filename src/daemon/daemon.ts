@@ -53,7 +53,10 @@ const MAX_RETRY_BACKOFF_SECONDS = 60;
 export class Daemon {
   private state: DaemonState = 'starting';
   private stopping = false;
-  private readonly current = new Map<string, { task: LeasedTask; info: CurrentTask }>();
+  private readonly current = new Map<
+    string,
+    { task: LeasedTask; info: CurrentTask }
+  >();
   private rendersDone = 0;
   private rendersFailed = 0;
   private lastError: string | undefined;
@@ -83,11 +86,16 @@ export class Daemon {
    */
   async start(): Promise<void> {
     const { config } = this.parts;
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), config.heartbeatMs);
+    this.heartbeatTimer = setInterval(
+      () => void this.heartbeat(),
+      config.heartbeatMs,
+    );
     void this.heartbeat();
     await this.launchBrowser();
     this.setState('idle');
-    this.loops = Array.from({ length: config.pagesPerDaemon }, () => this.loop());
+    this.loops = Array.from({ length: config.pagesPerDaemon }, () =>
+      this.loop(),
+    );
   }
 
   /**
@@ -100,7 +108,9 @@ export class Daemon {
     this.setState('draining');
     this.wakeUp?.();
     const finished = Promise.all(this.loops).then(() => true);
-    const late = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), graceMs));
+    const late = new Promise<boolean>((resolve) =>
+      setTimeout(() => resolve(false), graceMs),
+    );
     if (!(await Promise.race([finished, late]))) await this.giveBackLeases();
     clearInterval(this.heartbeatTimer);
     await this.parts.renderer.stop();
@@ -119,12 +129,22 @@ export class Daemon {
       }
       let tasks: LeasedTask[];
       try {
-        tasks = await queue.lease({ tag: TASK_TAG, max: 1, leaseSeconds: config.leaseSeconds });
+        tasks = await queue.lease({
+          tag: TASK_TAG,
+          max: 1,
+          leaseSeconds: config.leaseSeconds,
+        });
         failures = 0;
       } catch (error) {
         failures++;
-        const waitMs = Math.min(MAX_LEASE_BACKOFF_MS, config.pollMs * 2 ** failures);
-        if (failures === 1) logger.warn('lease failed; backing off', { error: errorMessage(error) });
+        const waitMs = Math.min(
+          MAX_LEASE_BACKOFF_MS,
+          config.pollMs * 2 ** failures,
+        );
+        if (failures === 1)
+          logger.warn('lease failed; backing off', {
+            error: errorMessage(error),
+          });
         await this.sleep(waitMs * (0.5 + Math.random() / 2));
         continue;
       }
@@ -173,10 +193,13 @@ export class Daemon {
       } catch (error) {
         this.setBrowserReady(false);
         this.lastError = `browser could not be recycled: ${errorMessage(error)}`;
-        this.parts.logger.error('browser could not be recycled', { error: errorMessage(error) });
+        this.parts.logger.error('browser could not be recycled', {
+          error: errorMessage(error),
+        });
       }
     }
-    if (!this.browserReady && Date.now() >= this.nextLaunchMs) await this.launchBrowser();
+    if (!this.browserReady && Date.now() >= this.nextLaunchMs)
+      await this.launchBrowser();
   }
 
   /** Launches the browser; on failure schedules the next try with backoff. */
@@ -185,10 +208,14 @@ export class Daemon {
     try {
       await renderer.start();
       if (!(await renderer.ping(this.parts.config.browserProbeTimeoutMs))) {
-        throw new Error('the new browser did not answer its first health check');
+        throw new Error(
+          'the new browser did not answer its first health check',
+        );
       }
       if (this.launchFailures > 0) {
-        logger.warn('browser started after failed launches', { failures: this.launchFailures });
+        logger.warn('browser started after failed launches', {
+          failures: this.launchFailures,
+        });
       }
       this.launchFailures = 0;
       this.nextLaunchMs = 0;
@@ -222,7 +249,11 @@ export class Daemon {
   private async handle(task: LeasedTask): Promise<void> {
     const { logger, config } = this.parts;
     const log = logger.child({ task_id: task.id, attempt: task.attempts });
-    const info: CurrentTask = { taskId: task.id, view: '', sinceMs: Date.now() };
+    const info: CurrentTask = {
+      taskId: task.id,
+      view: '',
+      sinceMs: Date.now(),
+    };
     this.current.set(task.id, { task, info });
     this.setState('rendering');
     const lease = this.keepLease(task, log);
@@ -252,7 +283,9 @@ export class Daemon {
       });
     } catch (error) {
       if (lease.lost() || error instanceof LeaseLostError) {
-        log.warn('lease lost during the task; dropping the work', { error: errorMessage(error) });
+        log.warn('lease lost during the task; dropping the work', {
+          error: errorMessage(error),
+        });
         return;
       }
       await this.fail(lease.current(), job, error, queueWaitMs, log);
@@ -266,15 +299,31 @@ export class Daemon {
   private async renderAndStore(
     job: RenderJob,
     log: Logger,
-  ): Promise<{ message: ResultMessage; pages: number; bytes: number; url?: string }> {
+  ): Promise<{
+    message: ResultMessage;
+    pages: number;
+    bytes: number;
+    url?: string;
+  }> {
     const { renderer, store, config } = this.parts;
     const output = await renderer.render(job);
-    for (const warning of output.warnings) log.warn('render warning', { warning });
-    const inline = inlineResult(job, output.pdf, output.pages, output.warnings, config.inlineLimitBytes);
+    for (const warning of output.warnings)
+      log.warn('render warning', { warning });
+    const inline = inlineResult(
+      job,
+      output.pdf,
+      output.pages,
+      output.warnings,
+      config.inlineLimitBytes,
+    );
     const base = { pages: output.pages, bytes: output.pdf.length };
     if (inline) return { message: inline, ...base };
     const url = await store.save(job.taskId, job.filename, output.pdf);
-    return { message: linkResult(job, url, output.pages, output.warnings), ...base, url };
+    return {
+      message: linkResult(job, url, output.pages, output.warnings),
+      ...base,
+      url,
+    };
   }
 
   /**
@@ -282,11 +331,18 @@ export class Daemon {
    * task answered before (delivered again after a lost acknowledgement) is
    * answered with `duplicate: true`, so consumers can drop the repeat.
    */
-  private async answer(task: LeasedTask, message: ResultMessage, log: Logger): Promise<void> {
+  private async answer(
+    task: LeasedTask,
+    message: ResultMessage,
+    log: Logger,
+  ): Promise<void> {
     const { queue } = this.parts;
     const repeat = (await queue.wasAnswered?.(task.id)) ?? false;
-    const sent: ResultMessage = repeat ? { ...message, duplicate: true } : message;
-    if (repeat) log.warn('task was answered before; marking the result a duplicate');
+    const sent: ResultMessage = repeat
+      ? { ...message, duplicate: true }
+      : message;
+    if (repeat)
+      log.warn('task was answered before; marking the result a duplicate');
     await queue.put(JSON.stringify(sent), RESULT_TAG);
     await queue.recordAnswer?.(task.id);
     try {
@@ -318,14 +374,19 @@ export class Daemon {
     const fields = { resource_view: job?.manifest.view, error: reason };
     try {
       if (isPermanent(error) || task.attempts >= config.maxAttempts) {
-        const text = isPermanent(error) ? reason : `gave up after ${task.attempts} attempts: ${reason}`;
+        const text = isPermanent(error)
+          ? reason
+          : `gave up after ${task.attempts} attempts: ${reason}`;
         this.rendersFailed++;
         log.error('task failed', { ...fields, error: text });
         await this.answer(task, failureResult(task.id, text), log);
         this.finished(task, job, 'failure', queueWaitMs, undefined, text);
         return;
       }
-      const backoffSeconds = Math.min(MAX_RETRY_BACKOFF_SECONDS, 2 ** (task.attempts - 1));
+      const backoffSeconds = Math.min(
+        MAX_RETRY_BACKOFF_SECONDS,
+        2 ** (task.attempts - 1),
+      );
       log.warn('task failed for a passing reason; retrying later', {
         ...fields,
         backoff_seconds: backoffSeconds,
@@ -373,7 +434,9 @@ export class Daemon {
     for (const { task } of this.current.values()) {
       try {
         await this.parts.queue.cancelLease(task);
-        this.parts.logger.info('gave back the lease of an unfinished task', { task_id: task.id });
+        this.parts.logger.info('gave back the lease of an unfinished task', {
+          task_id: task.id,
+        });
       } catch (error) {
         this.parts.logger.warn('could not give back a lease; it will expire', {
           task_id: task.id,
@@ -396,7 +459,8 @@ export class Daemon {
       taskId: task.id,
       view: job?.manifest.view ?? 'unknown',
       outcome,
-      durationMs: Date.now() - (this.current.get(task.id)?.info.sinceMs ?? Date.now()),
+      durationMs:
+        Date.now() - (this.current.get(task.id)?.info.sinceMs ?? Date.now()),
       queueWaitMs,
       pages: result?.pages ?? 0,
       bytes: result?.bytes ?? 0,
@@ -426,11 +490,15 @@ export class Daemon {
         browserMemoryBytes: browser.memoryBytes,
         browserReady: this.browserReady && browser.pid !== 0,
         browserLaunchFailures: this.launchFailures,
-        ...(this.nextLaunchMs > Date.now() ? { nextBrowserLaunchMs: this.nextLaunchMs } : {}),
+        ...(this.nextLaunchMs > Date.now()
+          ? { nextBrowserLaunchMs: this.nextLaunchMs }
+          : {}),
         ...(this.lastError ? { lastError: this.lastError } : {}),
       });
     } catch (error) {
-      this.parts.logger.debug('heartbeat failed', { error: errorMessage(error) });
+      this.parts.logger.debug('heartbeat failed', {
+        error: errorMessage(error),
+      });
     }
   }
 

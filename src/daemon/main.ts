@@ -31,14 +31,28 @@ export async function runDaemon(): Promise<void> {
   const config = loadConfig();
   setLogLevel(config.logLevel);
   const logger = partLogger('daemon', { daemon: config.daemonId });
-  const queue = await openQueue(config.queue, { cloudTasksEndpoint: config.cloudTasksEndpoint });
+  const queue = await openQueue(config.queue, {
+    cloudTasksEndpoint: config.cloudTasksEndpoint,
+  });
   const catalogue = Catalogue.load(config.resourcesDir);
-  const renderer = new Renderer(rendererOptions(config), catalogue, partLogger('render'));
+  const renderer = new Renderer(
+    rendererOptions(config),
+    catalogue,
+    partLogger('render'),
+  );
   const store = new DocumentStore(config.outputDir, config.publicUrl);
   const report = (message: DaemonMessage) => {
     if (process.connected) process.send?.(message);
   };
-  const daemon = new Daemon({ config, queue, catalogue, renderer, store, logger, report });
+  const daemon = new Daemon({
+    config,
+    queue,
+    catalogue,
+    renderer,
+    store,
+    logger,
+    report,
+  });
 
   let stopping: Promise<void> | undefined;
   const stop = (why: string) => {
@@ -63,7 +77,9 @@ export async function runDaemon(): Promise<void> {
 
 if (require.main === module) {
   runDaemon().catch((error: unknown) => {
-    partLogger('daemon').error('daemon failed to start', { error: errorMessage(error) });
+    partLogger('daemon').error('daemon failed to start', {
+      error: errorMessage(error),
+    });
     process.exit(1);
   });
 }

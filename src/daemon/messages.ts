@@ -62,7 +62,8 @@ export interface BrowserRestartMessage {
 }
 
 /** Every message a daemon sends. */
-export type DaemonMessage = HeartbeatMessage | TaskFinishedMessage | BrowserRestartMessage;
+export type DaemonMessage =
+  HeartbeatMessage | TaskFinishedMessage | BrowserRestartMessage;
 
 /** Every message a supervisor sends a daemon. */
 export type SupervisorMessage = { type: 'drain' };

@@ -57,7 +57,11 @@ export interface TaskQueue {
    * put is idempotent: a task of that id that is waiting, leased or was
    * answered recently is not put again.
    */
-  put(payload: Buffer | string, tag: string, options?: PutOptions): Promise<string>;
+  put(
+    payload: Buffer | string,
+    tag: string,
+    options?: PutOptions,
+  ): Promise<string>;
 
   /** Leases up to `max` available tasks with the tag. */
   lease(request: LeaseRequest): Promise<LeasedTask[]>;

@@ -60,12 +60,18 @@ export class SqliteQueue implements TaskQueue {
       .run(Date.now() - ANSWER_MEMORY_MS);
   }
 
-  async put(payload: Buffer | string, tag: string, options: PutOptions = {}): Promise<string> {
+  async put(
+    payload: Buffer | string,
+    tag: string,
+    options: PutOptions = {},
+  ): Promise<string> {
     const id = options.id ?? randomUUID();
     if (options.id !== undefined) checkTaskId(options.id);
     const insert = this.db.transaction(() => {
       const known = this.db
-        .prepare('SELECT 1 FROM tasks WHERE id = ? UNION ALL SELECT 1 FROM answered WHERE id = ?')
+        .prepare(
+          'SELECT 1 FROM tasks WHERE id = ? UNION ALL SELECT 1 FROM answered WHERE id = ?',
+        )
         .get(id, id);
       if (known) return;
       this.db
@@ -80,7 +86,9 @@ export class SqliteQueue implements TaskQueue {
   }
 
   async wasAnswered(taskId: string): Promise<boolean> {
-    const row = this.db.prepare('SELECT 1 FROM answered WHERE id = ?').get(taskId);
+    const row = this.db
+      .prepare('SELECT 1 FROM answered WHERE id = ?')
+      .get(taskId);
     return row !== undefined;
   }
 

@@ -83,7 +83,10 @@ export async function retireBrowser(
   const closed = handle.browser.close().then(
     () => true,
     (error: unknown) => {
-      logger.debug('browser close failed; killing it', { pid: handle.pid, error: String(error) });
+      logger.debug('browser close failed; killing it', {
+        pid: handle.pid,
+        error: String(error),
+      });
       return false;
     },
   );
@@ -128,7 +131,10 @@ export function processesUsingProfile(profileDir: string): number[] {
  * Kills processes still using a retired browser's profile and logs an
  * error naming any that survive: a leak the operator must know of.
  */
-async function killProfileSurvivors(profileDir: string, logger: Logger): Promise<void> {
+async function killProfileSurvivors(
+  profileDir: string,
+  logger: Logger,
+): Promise<void> {
   const left = processesUsingProfile(profileDir);
   if (left.length === 0) return;
   logger.warn('browser processes outlived their browser; killing them', {

@@ -17,9 +17,12 @@ export async function countPages(pdf: Uint8Array): Promise<number> {
  * stay collated (A, B, A, B). A list of one PDF repeated `copies` times is
  * how identical copies are made without printing them again.
  */
-export async function joinPdfs(parts: readonly Uint8Array[]): Promise<PdfResult> {
+export async function joinPdfs(
+  parts: readonly Uint8Array[],
+): Promise<PdfResult> {
   const first = parts[0];
-  if (first === undefined) throw new RangeError('joinPdfs needs at least one PDF');
+  if (first === undefined)
+    throw new RangeError('joinPdfs needs at least one PDF');
   // Even one part is copied into a new document: Chromium stamps the time
   // into its PDFs, and a repeated task must give the same bytes.
   const out = await PDFDocument.create({ updateMetadata: false });

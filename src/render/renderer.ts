@@ -59,12 +59,7 @@ export interface RenderOutput {
 
 /** Why the browser was replaced; also a metric label. */
 export type BrowserRestartReason =
-  | 'crash'
-  | 'unresponsive'
-  | 'memory'
-  | 'age'
-  | 'renders'
-  | 'timeout';
+  'crash' | 'unresponsive' | 'memory' | 'age' | 'renders' | 'timeout';
 
 /** The state of the renderer's browser, for heartbeats. */
 export interface BrowserStatus {
@@ -133,7 +128,11 @@ export class Renderer {
         ? await joinPdfs(parts)
         : await repeatPdf(parts[0] as Buffer, job.copies);
       this.checkSize(joined.pages);
-      return { ...joined, warnings: unique(warnings), durationMs: Date.now() - started };
+      return {
+        ...joined,
+        warnings: unique(warnings),
+        durationMs: Date.now() - started,
+      };
     } finally {
       this.releaseSlot();
     }
@@ -168,7 +167,11 @@ export class Renderer {
       return false;
     }
     try {
-      await withTimeout(handle.browser.version(), timeoutMs, 'browser did not answer');
+      await withTimeout(
+        handle.browser.version(),
+        timeoutMs,
+        'browser did not answer',
+      );
       return true;
     } catch (error) {
       this.logger.warn('browser failed its health check; replacing it', {
@@ -192,10 +195,16 @@ export class Renderer {
     const o = this.options;
     let reason: BrowserRestartReason | undefined;
     if (handle.renders >= o.browserMaxRenders) reason = 'renders';
-    else if (Date.now() - handle.launchedAtMs >= o.browserMaxAgeMs) reason = 'age';
-    else if ((await treeMemoryBytes(handle.pid)) >= o.browserMaxMemoryBytes) reason = 'memory';
+    else if (Date.now() - handle.launchedAtMs >= o.browserMaxAgeMs)
+      reason = 'age';
+    else if ((await treeMemoryBytes(handle.pid)) >= o.browserMaxMemoryBytes)
+      reason = 'memory';
     if (reason) {
-      this.logger.info('recycling browser', { pid: handle.pid, reason, renders: handle.renders });
+      this.logger.info('recycling browser', {
+        pid: handle.pid,
+        reason,
+        renders: handle.renders,
+      });
       await this.replace(reason);
     }
   }
@@ -209,14 +218,24 @@ export class Renderer {
 
   /** Fills the resource's template for one copy into a whole HTML page. */
   fillDocument(job: RenderJob, copy: number): string {
-    return renderTemplate(this.catalogue.env, this.catalogue.root, job.manifest.templateName, {
-      ...this.templateContext(job, copy),
-      layout_css: this.css(path.join(this.catalogue.root, LAYOUT_DIR, 'base.css')),
-      resource_css: this.css(job.manifest.stylesheetPath),
-    });
+    return renderTemplate(
+      this.catalogue.env,
+      this.catalogue.root,
+      job.manifest.templateName,
+      {
+        ...this.templateContext(job, copy),
+        layout_css: this.css(
+          path.join(this.catalogue.root, LAYOUT_DIR, 'base.css'),
+        ),
+        resource_css: this.css(job.manifest.stylesheetPath),
+      },
+    );
   }
 
-  private templateContext(job: RenderJob, copy: number): Record<string, unknown> {
+  private templateContext(
+    job: RenderJob,
+    copy: number,
+  ): Record<string, unknown> {
     return {
       ...job.options,
       resource_name: job.resourceName,
@@ -233,9 +252,17 @@ export class Renderer {
   }
 
   private frameTemplates(job: RenderJob): { header: string; footer: string } {
-    const context = { ...this.templateContext(job, 1), logo_data_url: this.logo() };
+    const context = {
+      ...this.templateContext(job, 1),
+      logo_data_url: this.logo(),
+    };
     const fill = (name: string) =>
-      renderTemplate(this.catalogue.env, this.catalogue.root, `${LAYOUT_DIR}/${name}`, context);
+      renderTemplate(
+        this.catalogue.env,
+        this.catalogue.root,
+        `${LAYOUT_DIR}/${name}`,
+        context,
+      );
     return { header: fill('header.njk'), footer: fill('footer.njk') };
   }
 
@@ -269,13 +296,24 @@ export class Renderer {
     let onDisconnect: (() => void) | undefined;
     const crashed = new Promise<never>((_, reject) => {
       onDisconnect = () =>
-        reject(new BrowserCrashedError('browser crashed or was closed during the render'));
+        reject(
+          new BrowserCrashedError(
+            'browser crashed or was closed during the render',
+          ),
+        );
       handle.browser.once('disconnected', onDisconnect);
     });
     try {
-      return await Promise.race([this.printInContext(context, job, html, warnings), deadline, crashed]);
+      return await Promise.race([
+        this.printInContext(context, job, html, warnings),
+        deadline,
+        crashed,
+      ]);
     } catch (error) {
-      if (error instanceof RenderTimeoutError || error instanceof BrowserCrashedError) {
+      if (
+        error instanceof RenderTimeoutError ||
+        error instanceof BrowserCrashedError
+      ) {
         await this.afterFailure(error);
       }
       throw error;
@@ -302,8 +340,14 @@ export class Renderer {
       );
     });
     crashed.catch(() => undefined);
-    const router = new RequestRouter(this.options.staticDirs, warnings, (url, error) =>
-      this.logger.debug('request answer failed', { url, error: errorMessage(error) }),
+    const router = new RequestRouter(
+      this.options.staticDirs,
+      warnings,
+      (url, error) =>
+        this.logger.debug('request answer failed', {
+          url,
+          error: errorMessage(error),
+        }),
     );
     router.serve(html);
     const steps = async () => {
@@ -319,27 +363,40 @@ export class Renderer {
   private async load(page: Page): Promise<void> {
     // Not 'load': a font or image that never arrives would hold the load
     // event for ever. waitUntilReady waits for them, bounded.
-    await page.goto(DOCUMENT_URL, { waitUntil: 'domcontentloaded', timeout: 0 });
+    await page.goto(DOCUMENT_URL, {
+      waitUntil: 'domcontentloaded',
+      timeout: 0,
+    });
   }
 
   /**
    * Waits for web fonts and images, bounded by the asset timeout: a font
    * that never arrives leaves a warning and the fallback font, not a hang.
    */
-  private async waitUntilReady(page: Page, warnings: string[]): Promise<boolean> {
+  private async waitUntilReady(
+    page: Page,
+    warnings: string[],
+  ): Promise<boolean> {
     const ready = await page.evaluate(async (timeoutMs: number) => {
       const images = Array.from(document.images)
         .filter((img) => !img.complete)
-        .map((img) => new Promise((resolve) => {
-          img.addEventListener('load', resolve, { once: true });
-          img.addEventListener('error', resolve, { once: true });
-        }));
+        .map(
+          (img) =>
+            new Promise((resolve) => {
+              img.addEventListener('load', resolve, { once: true });
+              img.addEventListener('error', resolve, { once: true });
+            }),
+        );
       const loaded = new Promise((resolve) => {
         if (document.readyState === 'complete') resolve(true);
         else window.addEventListener('load', resolve, { once: true });
       });
-      const all = Promise.all([loaded, document.fonts.ready, ...images]).then(() => true);
-      const late = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs));
+      const all = Promise.all([loaded, document.fonts.ready, ...images]).then(
+        () => true,
+      );
+      const late = new Promise<boolean>((resolve) =>
+        setTimeout(() => resolve(false), timeoutMs),
+      );
       return Promise.race([all, late]);
     }, this.options.assetTimeoutMs);
     if (!ready) {
@@ -362,7 +419,13 @@ export class Renderer {
         if (!m) return null;
         const n = Number(m[1]);
         const unit = m[2] ?? 'px';
-        const perUnit: Record<string, number> = { mm: 1, cm: 10, in: 25.4, pt: 25.4 / 72, px: 25.4 / 96 };
+        const perUnit: Record<string, number> = {
+          mm: 1,
+          cm: 10,
+          in: 25.4,
+          pt: 25.4 / 72,
+          px: 25.4 / 96,
+        };
         return n * (perUnit[unit] ?? 1);
       };
       const found: string[] = [];
@@ -380,7 +443,8 @@ export class Renderer {
           for (const side of ['top', 'bottom'] as const) {
             const value = rule.style.getPropertyValue(`margin-${side}`);
             const mm = value ? toMm(value) : null;
-            if (mm !== null && mm < minMm - 0.01) found.push(`${side} ${value}`);
+            if (mm !== null && mm < minMm - 0.01)
+              found.push(`${side} ${value}`);
           }
         }
       }
@@ -415,13 +479,22 @@ export class Renderer {
   private checkSize(pages: number): void {
     const max = this.options.maxPages;
     if (max !== undefined && pages > max) {
-      throw new DocumentTooLargeError(`document too large: ${pages} pages, the limit is ${max}`);
+      throw new DocumentTooLargeError(
+        `document too large: ${pages} pages, the limit is ${max}`,
+      );
     }
   }
 
-  private async closeContext(context: BrowserContext, handle: BrowserHandle): Promise<void> {
+  private async closeContext(
+    context: BrowserContext,
+    handle: BrowserHandle,
+  ): Promise<void> {
     try {
-      await withTimeout(context.close(), 5_000, 'browser context did not close');
+      await withTimeout(
+        context.close(),
+        5_000,
+        'browser context did not close',
+      );
     } catch (error) {
       if (this.handle !== handle || !handle.browser.connected) {
         // The browser died with the render and is (being) replaced already;
@@ -445,7 +518,9 @@ export class Renderer {
     if (error instanceof BrowserCrashedError && !handle.browser.connected) {
       await this.replace('crash');
     } else if (error instanceof RenderTimeoutError) {
-      this.logger.warn('render timed out; its page is being torn down', { pid: handle.pid });
+      this.logger.warn('render timed out; its page is being torn down', {
+        pid: handle.pid,
+      });
     }
   }
 
@@ -453,7 +528,10 @@ export class Renderer {
   private async browser(): Promise<BrowserHandle> {
     if (this.handle?.browser.connected) return this.handle;
     if (this.handle) await this.replace('crash');
-    this.starting ??= launchBrowser(this.options.chromiumPath, this.options.timeoutMs + 10_000)
+    this.starting ??= launchBrowser(
+      this.options.chromiumPath,
+      this.options.timeoutMs + 10_000,
+    )
       .then((handle) => {
         this.handle = handle;
         handle.browser.once('disconnected', () => {
@@ -516,10 +594,17 @@ export class Renderer {
   }
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+function withTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+  message: string,
+): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${message} within ${ms} ms`)), ms);
+    timer = setTimeout(
+      () => reject(new Error(`${message} within ${ms} ms`)),
+      ms,
+    );
   });
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
@@ -527,4 +612,3 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promi
 function unique(items: string[]): string[] {
   return [...new Set(items)];
 }
-

@@ -33,12 +33,16 @@ export class RequestRouter {
     // Chromium itself blocks file: URLs from our https origin before any
     // request event; its console message is the only trace, so report it.
     page.on('console', (message) => {
-      const local = /^Not allowed to load local resource: (\S+)/.exec(message.text());
+      const local = /^Not allowed to load local resource: (\S+)/.exec(
+        message.text(),
+      );
       if (local?.[1]) this.refused(local[1]);
     });
     await page.setRequestInterception(true);
     page.on('request', (request) => {
-      this.answer(request).catch((error: unknown) => this.onError(request.url(), error));
+      this.answer(request).catch((error: unknown) =>
+        this.onError(request.url(), error),
+      );
     });
   }
 
@@ -56,7 +60,9 @@ export class RequestRouter {
     const late = [...this.pending];
     this.pending.clear();
     for (const request of late) {
-      this.warnings.push(`gave up waiting for ${request.url().slice(DOCUMENT_ORIGIN.length)}`);
+      this.warnings.push(
+        `gave up waiting for ${request.url().slice(DOCUMENT_ORIGIN.length)}`,
+      );
       await request.abort('timedout');
     }
   }
@@ -72,7 +78,8 @@ export class RequestRouter {
       });
     }
     if (url.startsWith(STATIC_PREFIX)) return this.answerStatic(request, url);
-    if (url === `${DOCUMENT_ORIGIN}/favicon.ico`) return request.abort('blockedbyclient');
+    if (url === `${DOCUMENT_ORIGIN}/favicon.ico`)
+      return request.abort('blockedbyclient');
     this.refused(url);
     return request.abort('blockedbyclient');
   }
@@ -84,14 +91,24 @@ export class RequestRouter {
     // Already failed by giveUp(): the page has moved on without it.
     if (!this.pending.delete(request)) return;
     if (file) {
-      return request.respond({ status: 200, contentType: file.contentType, body: file.body });
+      return request.respond({
+        status: 200,
+        contentType: file.contentType,
+        body: file.body,
+      });
     }
     this.warnings.push(`static file not found: /static/${relative}`);
-    return request.respond({ status: 404, contentType: 'text/plain', body: 'not found' });
+    return request.respond({
+      status: 404,
+      contentType: 'text/plain',
+      body: 'not found',
+    });
   }
 
   private refused(url: string): void {
     const shown = url.length > 120 ? `${url.slice(0, 117)}...` : url;
-    this.warnings.push(`refused request to ${shown}: only /static/ files may be loaded`);
+    this.warnings.push(
+      `refused request to ${shown}: only /static/ files may be loaded`,
+    );
   }
 }

@@ -46,10 +46,12 @@ export async function readStatic(
   for (const dir of dirs) {
     const full = path.resolve(dir, decoded);
     const rel = path.relative(dir, full);
-    if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) return undefined;
+    if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel))
+      return undefined;
     try {
       const body = await fs.readFile(full);
-      const contentType = TYPES[path.extname(full).toLowerCase()] ?? 'application/octet-stream';
+      const contentType =
+        TYPES[path.extname(full).toLowerCase()] ?? 'application/octet-stream';
       return { body, contentType };
     } catch {
       // Not in this folder: try the next one.

@@ -18,7 +18,11 @@ export class Catalogue {
   readonly env: nunjucks.Environment;
   private readonly manifests: Map<string, Manifest>;
 
-  private constructor(root: string, env: nunjucks.Environment, manifests: Manifest[]) {
+  private constructor(
+    root: string,
+    env: nunjucks.Environment,
+    manifests: Manifest[],
+  ) {
     this.root = root;
     this.env = env;
     this.manifests = new Map(manifests.map((m) => [m.view, m]));
@@ -35,8 +39,11 @@ export class Catalogue {
       throw new TemplateError(`resources folder ${absolute} does not exist`);
     }
     const env = createTemplateEnv({ root: absolute, watch: options.watch });
-    const manifests = listViews(absolute).map((view) => loadManifest(absolute, view));
-    for (const manifest of manifests) compile(env, absolute, manifest.templateName);
+    const manifests = listViews(absolute).map((view) =>
+      loadManifest(absolute, view),
+    );
+    for (const manifest of manifests)
+      compile(env, absolute, manifest.templateName);
     compile(env, absolute, `${LAYOUT_DIR}/header.njk`);
     compile(env, absolute, `${LAYOUT_DIR}/footer.njk`);
     return new Catalogue(absolute, env, manifests);
@@ -49,7 +56,9 @@ export class Catalogue {
 
   /** All manifests, sorted by view name. */
   list(): Manifest[] {
-    return [...this.manifests.values()].sort((a, b) => a.view.localeCompare(b.view));
+    return [...this.manifests.values()].sort((a, b) =>
+      a.view.localeCompare(b.view),
+    );
   }
 }
 
@@ -58,7 +67,9 @@ function listViews(root: string): string[] {
   return fs
     .readdirSync(root, { withFileTypes: true })
     .filter((entry) => entry.isDirectory() && !/^[_.]/.test(entry.name))
-    .filter((entry) => fs.existsSync(path.join(root, entry.name, MANIFEST_FILE)))
+    .filter((entry) =>
+      fs.existsSync(path.join(root, entry.name, MANIFEST_FILE)),
+    )
     .map((entry) => entry.name)
     .sort();
 }

@@ -26,7 +26,9 @@ const manifestSchema = z
     description: z.string().default(''),
     template: z.string().default('template.njk'),
     stylesheet: z.string().default('style.css'),
-    options: z.record(z.string().regex(/^[a-z][a-z0-9_]*$/), optionSchema).default({}),
+    options: z
+      .record(z.string().regex(/^[a-z][a-z0-9_]*$/), optionSchema)
+      .default({}),
     subtitle: z.array(z.string()).default([]),
     copies_differ: z
       .union([z.boolean(), z.record(z.string(), z.array(optionValue))])
@@ -99,7 +101,10 @@ export function loadManifest(root: string, view: string): Manifest {
     templateName: `${view}/${m.template}`,
     stylesheetPath: path.join(dir, m.stylesheet),
     options,
-    subtitle: [...m.subtitle.filter((name) => name !== 'paper_size'), 'paper_size'],
+    subtitle: [
+      ...m.subtitle.filter((name) => name !== 'paper_size'),
+      'paper_size',
+    ],
     copiesDiffer: m.copies_differ,
   };
 }
@@ -114,7 +119,9 @@ function readJson(file: string): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch (error) {
-    throw new TemplateError(`${file}: not valid JSON (${(error as Error).message})`);
+    throw new TemplateError(
+      `${file}: not valid JSON (${(error as Error).message})`,
+    );
   }
 }
 
@@ -132,7 +139,8 @@ function checkOptions(
   }
   for (const name of subtitle) {
     const spec = options[name];
-    if (!spec) throw new TemplateError(`${file}: subtitle names unknown option ${name}`);
+    if (!spec)
+      throw new TemplateError(`${file}: subtitle names unknown option ${name}`);
     for (const value of spec.values) {
       if (spec.subtitle?.[String(value)] === undefined) {
         throw new TemplateError(

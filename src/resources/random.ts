@@ -30,7 +30,9 @@ export class SeededRandom {
   sample(min: number, max: number, count: number): number[] {
     const span = max - min + 1;
     if (count > span) {
-      throw new RangeError(`cannot pick ${count} distinct numbers from ${min} to ${max}`);
+      throw new RangeError(
+        `cannot pick ${count} distinct numbers from ${min} to ${max}`,
+      );
     }
     const picked = new Set<number>();
     while (picked.size < count) picked.add(this.int(min, max));

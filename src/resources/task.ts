@@ -23,7 +23,12 @@ export interface RenderJob {
   copiesDiffer: boolean;
 }
 
-const REQUIRED_TEXT = ['resource_slug', 'resource_name', 'resource_view', 'url'] as const;
+const REQUIRED_TEXT = [
+  'resource_slug',
+  'resource_name',
+  'resource_view',
+  'url',
+] as const;
 
 /** Limits a task is checked against. */
 export interface TaskLimits {
@@ -42,11 +47,19 @@ export function parseTask(
   catalogue: Catalogue,
   limits: TaskLimits,
 ): RenderJob {
-  return checkTask(decodePayload(payload, limits.maxTaskBytes), taskId, catalogue, limits);
+  return checkTask(
+    decodePayload(payload, limits.maxTaskBytes),
+    taskId,
+    catalogue,
+    limits,
+  );
 }
 
 /** The JSON object of a payload, or a clear error saying why not. */
-export function decodePayload(payload: Buffer, maxTaskBytes: number): Record<string, unknown> {
+export function decodePayload(
+  payload: Buffer,
+  maxTaskBytes: number,
+): Record<string, unknown> {
   if (payload.length > maxTaskBytes) {
     throw new InvalidTaskError(
       `task payload is ${payload.length} bytes, larger than the limit of ${maxTaskBytes} bytes`,
@@ -62,11 +75,19 @@ export function decodePayload(payload: Buffer, maxTaskBytes: number): Record<str
   try {
     value = JSON.parse(text);
   } catch (error) {
-    throw new InvalidTaskError(`task payload is not valid JSON: ${(error as Error).message}`);
+    throw new InvalidTaskError(
+      `task payload is not valid JSON: ${(error as Error).message}`,
+    );
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    const got = Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value;
-    throw new InvalidTaskError(`task payload must be a JSON object, got ${got}`);
+    const got = Array.isArray(value)
+      ? 'an array'
+      : value === null
+        ? 'null'
+        : typeof value;
+    throw new InvalidTaskError(
+      `task payload must be a JSON object, got ${got}`,
+    );
   }
   return value as Record<string, unknown>;
 }
@@ -114,18 +135,31 @@ export function checkTask(
   };
 }
 
-function requireString(task: Record<string, unknown>, field: string, mayBeEmpty: boolean): void {
+function requireString(
+  task: Record<string, unknown>,
+  field: string,
+  mayBeEmpty: boolean,
+): void {
   const value = task[field];
-  if (value === undefined) throw new InvalidTaskError(`field ${field} is missing`);
+  if (value === undefined)
+    throw new InvalidTaskError(`field ${field} is missing`);
   if (typeof value !== 'string' || (!mayBeEmpty && value.trim() === '')) {
     const expected = mayBeEmpty ? 'a string' : 'a non-empty string';
-    throw new InvalidTaskError(`field ${field}: got ${show(value)}, expected ${expected}`);
+    throw new InvalidTaskError(
+      `field ${field}: got ${show(value)}, expected ${expected}`,
+    );
   }
 }
 
 function checkCopies(value: unknown, maxCopies: number): number {
-  if (value === undefined) throw new InvalidTaskError('field copies is missing');
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > maxCopies) {
+  if (value === undefined)
+    throw new InvalidTaskError('field copies is missing');
+  if (
+    typeof value !== 'number' ||
+    !Number.isInteger(value) ||
+    value < 1 ||
+    value > maxCopies
+  ) {
     throw new InvalidTaskError(
       `field copies: got ${show(value)}, expected a whole number from 1 to ${maxCopies}`,
     );
@@ -138,21 +172,29 @@ function checkCopies(value: unknown, maxCopies: number): number {
  * value also matches when its text form does (`"8"` for 8, `"true"` for
  * true), and is then stored as the declared value.
  */
-function checkOptions(task: Record<string, unknown>, manifest: Manifest): Record<string, OptionValue> {
+function checkOptions(
+  task: Record<string, unknown>,
+  manifest: Manifest,
+): Record<string, OptionValue> {
   const options: Record<string, OptionValue> = {};
   for (const [name, spec] of Object.entries(manifest.options)) {
     const value = task[name];
     const expected = listWords(spec.values.map((v) => show(v)));
     if (value === undefined) {
-      throw new InvalidTaskError(`option ${name} is missing, expected ${expected}`);
+      throw new InvalidTaskError(
+        `option ${name} is missing, expected ${expected}`,
+      );
     }
     const match = spec.values.find(
       (allowed) =>
         allowed === value ||
-        (['string', 'number', 'boolean'].includes(typeof value) && String(allowed) === String(value)),
+        (['string', 'number', 'boolean'].includes(typeof value) &&
+          String(allowed) === String(value)),
     );
     if (match === undefined) {
-      throw new InvalidTaskError(`option ${name}: got ${show(value)}, expected ${expected}`);
+      throw new InvalidTaskError(
+        `option ${name}: got ${show(value)}, expected ${expected}`,
+      );
     }
     options[name] = match;
   }
@@ -160,13 +202,23 @@ function checkOptions(task: Record<string, unknown>, manifest: Manifest): Record
 }
 
 /** The subtitle of a file name: the options' value texts joined by " - ". */
-export function subtitleOf(manifest: Manifest, options: Record<string, OptionValue>): string {
+export function subtitleOf(
+  manifest: Manifest,
+  options: Record<string, OptionValue>,
+): string {
   return manifest.subtitle
-    .map((name) => manifest.options[name]?.subtitle?.[String(options[name])] ?? String(options[name]))
+    .map(
+      (name) =>
+        manifest.options[name]?.subtitle?.[String(options[name])] ??
+        String(options[name]),
+    )
     .join(' - ');
 }
 
-function copiesDiffer(manifest: Manifest, options: Record<string, OptionValue>): boolean {
+function copiesDiffer(
+  manifest: Manifest,
+  options: Record<string, OptionValue>,
+): boolean {
   const rule = manifest.copiesDiffer;
   if (typeof rule === 'boolean') return rule;
   return Object.entries(rule).some(([name, values]) =>

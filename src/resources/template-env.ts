@@ -38,13 +38,17 @@ export function resolveInside(root: string, name: string): string {
   if (name.includes('\0')) throw outside(name);
   const full = path.resolve(root, name);
   const rel = path.relative(root, full);
-  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) throw outside(name);
-  if (path.isAbsolute(name) && !name.startsWith(root + path.sep)) throw outside(name);
+  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel))
+    throw outside(name);
+  if (path.isAbsolute(name) && !name.startsWith(root + path.sep))
+    throw outside(name);
   return full;
 }
 
 function outside(name: string): TemplateError {
-  return new TemplateError(`template not found: ${name} is outside the template root`);
+  return new TemplateError(
+    `template not found: ${name} is outside the template root`,
+  );
 }
 
 /** What {@link createTemplateEnv} takes. */
@@ -59,8 +63,13 @@ export interface TemplateEnvOptions {
  * The Nunjucks environment of the farm: autoescaping on, undefined values
  * printed as errors, templates only from the root.
  */
-export function createTemplateEnv(options: TemplateEnvOptions): nunjucks.Environment {
-  const loader = new RootLoader(path.resolve(options.root), options.watch ?? false);
+export function createTemplateEnv(
+  options: TemplateEnvOptions,
+): nunjucks.Environment {
+  const loader = new RootLoader(
+    path.resolve(options.root),
+    options.watch ?? false,
+  );
   return new nunjucks.Environment(loader, {
     autoescape: true,
     throwOnUndefined: true,

@@ -3,7 +3,17 @@ import path from 'node:path';
 import { TemplateError } from '../errors';
 
 /** Names Nunjucks provides itself; never "undefined" in a template. */
-const BUILT_IN = new Set(['range', 'cycler', 'joiner', 'loop', 'caller', 'super', 'true', 'false', 'none']);
+const BUILT_IN = new Set([
+  'range',
+  'cycler',
+  'joiner',
+  'loop',
+  'caller',
+  'super',
+  'true',
+  'false',
+  'none',
+]);
 
 const LOCATION = /\(([^()\n]+)\)(?: \[Line (\d+)(?:, Column (\d+))?\])?/g;
 
@@ -21,20 +31,29 @@ export function describeTemplateError(
   context?: object,
 ): TemplateError {
   if (error instanceof TemplateError) return error;
-  if (error instanceof Error && error.cause instanceof TemplateError) return error.cause;
+  if (error instanceof Error && error.cause instanceof TemplateError)
+    return error.cause;
   const raw = error instanceof Error ? error.message : String(error);
 
   // Nested templates give one "(path) [Line, Column]" per level: the last
   // one is where the error is.
-  const places = [...raw.matchAll(LOCATION)].filter((m) => m[1] !== 'unknown path');
+  const places = [...raw.matchAll(LOCATION)].filter(
+    (m) => m[1] !== 'unknown path',
+  );
   const place = places[places.length - 1];
   const file = place?.[1] ?? fallbackName;
   const name = path.isAbsolute(file) ? path.relative(root, file) : file;
   let line = place?.[2] ? Number(place[2]) : undefined;
   const source = readSource(path.resolve(root, name));
-  let reason = (raw.split('\n').pop() ?? raw).replace(/^\s*(Error: )?/, '').trim();
+  let reason = (raw.split('\n').pop() ?? raw)
+    .replace(/^\s*(Error: )?/, '')
+    .trim();
 
-  if (/attempted to output null or undefined value/.test(reason) && source && context) {
+  if (
+    /attempted to output null or undefined value/.test(reason) &&
+    source &&
+    context
+  ) {
     const found = firstUndefined(source, context);
     if (found) {
       reason = `"${found.expression}" is undefined`;
@@ -42,7 +61,8 @@ export function describeTemplateError(
     }
   }
   const called = /Unable to call `([^`]+)`/.exec(reason)?.[1];
-  if (called && source) line = lineOf(source, new RegExp(`\\b${escape(called)}\\s*\\(`)) ?? line;
+  if (called && source)
+    line = lineOf(source, new RegExp(`\\b${escape(called)}\\s*\\(`)) ?? line;
 
   const where = line === undefined ? '' : ` line ${line}`;
   return new TemplateError(`template ${name}${where}: ${reason}`);
@@ -61,7 +81,9 @@ export function firstUndefined(
   const lines = source.split('\n');
   for (const [i, text] of lines.entries()) {
     for (const output of text.matchAll(/\{\{-?\s*(.*?)\s*-?\}\}/g)) {
-      const variable = /^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*/.exec(output[1] ?? '')?.[0];
+      const variable = /^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*/.exec(
+        output[1] ?? '',
+      )?.[0];
       if (!variable) continue;
       const parts = variable.split('.');
       if (local.has(parts[0] ?? '') || BUILT_IN.has(parts[0] ?? '')) continue;
@@ -72,7 +94,8 @@ export function firstUndefined(
         }
         value = (value as Record<string, unknown>)[part];
       }
-      if (value === null || value === undefined) return { expression: variable, line: i + 1 };
+      if (value === null || value === undefined)
+        return { expression: variable, line: i + 1 };
     }
   }
   return undefined;
@@ -80,10 +103,12 @@ export function firstUndefined(
 
 function localNames(source: string): Set<string> {
   const names = new Set<string>();
-  const tags = /\{%-?\s*(?:for\s+([\w\s,]+?)\s+in\b|set\s+([\w\s,]+?)\s*(?:=|%)|macro\s+\w+\s*\(([^)]*)\)|import\s+\S+\s+as\s+(\w+)|from\s+\S+\s+import\s+([\w\s,]+))/g;
+  const tags =
+    /\{%-?\s*(?:for\s+([\w\s,]+?)\s+in\b|set\s+([\w\s,]+?)\s*(?:=|%)|macro\s+\w+\s*\(([^)]*)\)|import\s+\S+\s+as\s+(\w+)|from\s+\S+\s+import\s+([\w\s,]+))/g;
   for (const match of source.matchAll(tags)) {
     for (const group of match.slice(1)) {
-      for (const name of (group ?? '').split(/[\s,=]+/)) if (/^\w+$/.test(name)) names.add(name);
+      for (const name of (group ?? '').split(/[\s,=]+/))
+        if (/^\w+$/.test(name)) names.add(name);
     }
   }
   return names;

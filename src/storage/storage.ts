@@ -28,9 +28,12 @@ export class DocumentStore {
       await fs.rename(temporary, target);
     } catch (error) {
       await fs.rm(temporary, { force: true }).catch(() => undefined);
-      throw new StorageError(`could not store ${key}: ${(error as Error).message}`, {
-        cause: error,
-      });
+      throw new StorageError(
+        `could not store ${key}: ${(error as Error).message}`,
+        {
+          cause: error,
+        },
+      );
     }
     return this.urlOf(key);
   }

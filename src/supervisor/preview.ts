@@ -44,9 +44,12 @@ export class Preview {
 
   /** Starts watching the resources and static folders. */
   watch(): void {
-    this.watcher = chokidar.watch([this.config.resourcesDir, ...this.config.staticDirs], {
-      ignoreInitial: true,
-    });
+    this.watcher = chokidar.watch(
+      [this.config.resourcesDir, ...this.config.staticDirs],
+      {
+        ignoreInitial: true,
+      },
+    );
     this.watcher.on('all', (event, file) => {
       clearTimeout(this.settle);
       this.settle = setTimeout(() => {
@@ -68,7 +71,7 @@ export class Preview {
   }
 
   /** The routes, under `prefix` (`/preview`). */
-  routes(prefix: string): ReturnType<Router["routes"]> {
+  routes(prefix: string): ReturnType<Router['routes']> {
     const router = new Router({ prefix });
     router.get('/', (ctx) => {
       ctx.type = 'html';
@@ -76,7 +79,10 @@ export class Preview {
     });
     router.get('/events', (ctx) => this.events(ctx));
     router.get('/static/*file', async (ctx) => {
-      const file = await readStatic(this.config.staticDirs, String(ctx.params['file']));
+      const file = await readStatic(
+        this.config.staticDirs,
+        String(ctx.params['file']),
+      );
       if (!file) return;
       ctx.type = file.contentType;
       ctx.body = file.body;
@@ -89,7 +95,9 @@ export class Preview {
   private reload(): void {
     this.version++;
     try {
-      this.catalogue = Catalogue.load(this.config.resourcesDir, { watch: true });
+      this.catalogue = Catalogue.load(this.config.resourcesDir, {
+        watch: true,
+      });
       this.loadError = undefined;
       const old = this.renderer;
       this.renderer = undefined;
@@ -122,7 +130,12 @@ export class Preview {
       task[name] = query[name] ?? spec.default;
     }
     try {
-      return checkTask(task, query['task_id'] ?? 'preview', catalogue, this.config);
+      return checkTask(
+        task,
+        query['task_id'] ?? 'preview',
+        catalogue,
+        this.config,
+      );
     } catch (error) {
       this.errorPage(ctx, errorMessage(error));
       return undefined;
@@ -151,8 +164,12 @@ export class Preview {
     try {
       const output = await this.rendererFor().render(job);
       ctx.type = 'application/pdf';
-      ctx.set('Content-Disposition', `inline; filename*=UTF-8''${encodeURIComponent(job.filename)}`);
-      for (const warning of output.warnings) ctx.append('X-Render-Warning', warning.slice(0, 200));
+      ctx.set(
+        'Content-Disposition',
+        `inline; filename*=UTF-8''${encodeURIComponent(job.filename)}`,
+      );
+      for (const warning of output.warnings)
+        ctx.append('X-Render-Warning', warning.slice(0, 200));
       ctx.body = output.pdf;
     } catch (error) {
       this.errorPage(ctx, errorMessage(error));
@@ -161,7 +178,12 @@ export class Preview {
 
   private rendererFor(): Renderer {
     const catalogue = this.catalogue as Catalogue;
-    this.renderer ??= new Renderer(rendererOptions(this.config), catalogue, this.logger, true);
+    this.renderer ??= new Renderer(
+      rendererOptions(this.config),
+      catalogue,
+      this.logger,
+      true,
+    );
     return this.renderer;
   }
 
@@ -171,7 +193,8 @@ export class Preview {
     ctx.type = 'text/event-stream';
     ctx.set('Cache-Control', 'no-cache');
     const stream = new PassThrough();
-    const send = (version: string) => stream.write(`event: reload\ndata: ${version}\n\n`);
+    const send = (version: string) =>
+      stream.write(`event: reload\ndata: ${version}\n\n`);
     this.clients.add(send);
     stream.write(`event: hello\ndata: ${this.version}\n\n`);
     ctx.req.on('close', () => {
@@ -200,7 +223,10 @@ export class Preview {
           reloadScript(prefix, this.version),
       );
     }
-    const items = this.catalogue.list().map((m) => resourceForm(m, prefix)).join('\n');
+    const items = this.catalogue
+      .list()
+      .map((m) => resourceForm(m, prefix))
+      .join('\n');
     return page(
       'Resource preview',
       `<h1>Resource preview</h1><p>Pick options, then open the HTML (fast) or the PDF ` +

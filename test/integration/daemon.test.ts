@@ -62,7 +62,8 @@ describe('Daemon (in process, real queue and browser)', function () {
   const root = makeResourceRoot({
     numbers: {
       manifest: { copies_differ: true },
-      template: '<section class="page"><p>NUMBERS {{ random.sample(1, 999, 6) | join(" ") }}</p></section>',
+      template:
+        '<section class="page"><p>NUMBERS {{ random.sample(1, 999, 6) | join(" ") }}</p></section>',
     },
   });
 
@@ -72,7 +73,10 @@ describe('Daemon (in process, real queue and browser)', function () {
     const queue = new LosingFirstAck(inner);
     const config = loadConfig({ RENDER_POLL_MS: '50', RENDER_DAEMONS: '1' });
     const { renderer, catalogue } = testRenderer(root);
-    const store = new DocumentStore(path.join(dir, 'output'), 'http://127.0.0.1/files/');
+    const store = new DocumentStore(
+      path.join(dir, 'output'),
+      'http://127.0.0.1/files/',
+    );
     const events: DaemonMessage[] = [];
     const daemon = new Daemon({
       config,
@@ -83,14 +87,24 @@ describe('Daemon (in process, real queue and browser)', function () {
       logger: partLogger('test-daemon'),
       report: (message) => events.push(message),
     });
-    const id = await inner.put(JSON.stringify(taskFor('numbers', { copies: 2 })), 'task', { id: 'T3' });
+    const id = await inner.put(
+      JSON.stringify(taskFor('numbers', { copies: 2 })),
+      'task',
+      { id: 'T3' },
+    );
     await daemon.start();
     try {
       const results: Record<string, unknown>[] = [];
       const deadline = Date.now() + 60_000;
       while (results.length < 2 && Date.now() < deadline) {
-        for (const r of await inner.lease({ tag: 'result', max: 5, leaseSeconds: 30 })) {
-          results.push(JSON.parse(r.payload.toString('utf8')) as Record<string, unknown>);
+        for (const r of await inner.lease({
+          tag: 'result',
+          max: 5,
+          leaseSeconds: 30,
+        })) {
+          results.push(
+            JSON.parse(r.payload.toString('utf8')) as Record<string, unknown>,
+          );
           await inner.acknowledge(r);
         }
         await new Promise((resolve) => setTimeout(resolve, 100));
@@ -100,7 +114,9 @@ describe('Daemon (in process, real queue and browser)', function () {
       expect(results.filter((r) => r['duplicate'] !== true)).to.have.length(1);
       expect(results[1]?.['duplicate']).to.equal(true);
       const hashes = results.map((r) =>
-        createHash('sha256').update(Buffer.from(String(r['document']), 'base64')).digest('hex'),
+        createHash('sha256')
+          .update(Buffer.from(String(r['document']), 'base64'))
+          .digest('hex'),
       );
       expect(hashes[0]).to.equal(hashes[1]);
       expect(await inner.depth('task')).to.equal(0);

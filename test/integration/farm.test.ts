@@ -152,15 +152,17 @@ for (const backend of ['sqlite', 'cloud-tasks'] as const)
       ]);
     });
 
-    it('serves the authors\' preview and its PDFs from the supervisor', async () => {
-    const base = `http://127.0.0.1:${farm.port}/preview/`;
-    expect(await (await fetch(base)).text()).to.contain('<h2>Binary Cards');
-    const response = await fetch(`${base}parity-cards.pdf?back_colour=green`);
-    expect(response.headers.get('content-type')).to.equal('application/pdf');
-    expect(pdfFacts(Buffer.from(await response.arrayBuffer())).pages).to.equal(2);
-  });
+    it("serves the authors' preview and its PDFs from the supervisor", async () => {
+      const base = `http://127.0.0.1:${farm.port}/preview/`;
+      expect(await (await fetch(base)).text()).to.contain('<h2>Binary Cards');
+      const response = await fetch(`${base}parity-cards.pdf?back_colour=green`);
+      expect(response.headers.get('content-type')).to.equal('application/pdf');
+      expect(
+        pdfFacts(Buffer.from(await response.arrayBuffer())).pages,
+      ).to.equal(2);
+    });
 
-  it('prints six distinct numbers of the range on each sorting network copy', async () => {
+    it('prints six distinct numbers of the range on each sorting network copy', async () => {
       const id = await farm.enqueue(
         taskFor('sorting-network', {
           resource_name: 'Sorting Network',
@@ -318,9 +320,7 @@ describe('delivery: kills, duplicates and poison tasks', function () {
     const pidBefore = (
       await waitFor(async () => (await farm.status()).daemons[0], 10_000)
     ).pid;
-    const id = await farm.enqueue(
-      taskFor('invoice', { order: { total: 3 } }),
-    );
+    const id = await farm.enqueue(taskFor('invoice', { order: { total: 3 } }));
     const [result] = await farm.results(1, 60_000);
     expect(result?.task_id).to.equal(id);
     expect(result?.success).to.equal(false);

@@ -9,16 +9,21 @@ import { STATIC_DIR, makeResourceRoot } from '../support/resources';
 import { testRenderer } from '../support/renderer';
 
 /** An installed font the fallback never picks, standing in for a web font. */
-const PROBE_SOURCE = '/usr/share/fonts/truetype/noto/NotoSerifDisplay-Italic.ttf';
+const PROBE_SOURCE =
+  '/usr/share/fonts/truetype/noto/NotoSerifDisplay-Italic.ttf';
 
 describe('B01: web fonts are loaded before printing, without hanging pooled pages', function () {
   this.timeout(120_000);
   let staticDir: string;
   let renderer: Renderer;
   let job: ReturnType<typeof testRenderer>['job'];
-  const postscriptName = execFileSync('fc-scan', ['--format', '%{postscriptname}', PROBE_SOURCE], {
-    encoding: 'utf8',
-  });
+  const postscriptName = execFileSync(
+    'fc-scan',
+    ['--format', '%{postscriptname}', PROBE_SOURCE],
+    {
+      encoding: 'utf8',
+    },
+  );
 
   before(async () => {
     // Each font file is a named pipe, written by another process 1.5 s
@@ -53,7 +58,10 @@ describe('B01: web fonts are loaded before printing, without hanging pooled page
     await renderer.stop();
     // Release any reader still blocked on a pipe, then remove the folder.
     for (const name of fs.readdirSync(path.join(staticDir, 'fonts'))) {
-      const fd = fs.openSync(path.join(staticDir, 'fonts', name), fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+      const fd = fs.openSync(
+        path.join(staticDir, 'fonts', name),
+        fs.constants.O_RDWR | fs.constants.O_NONBLOCK,
+      );
       fs.closeSync(fd);
     }
     fs.rmSync(staticDir, { recursive: true, force: true });
@@ -63,20 +71,28 @@ describe('B01: web fonts are loaded before printing, without hanging pooled page
     const file = path.join(staticDir, 'fonts', name);
     execFileSync('mkfifo', [file]);
     if (delaySeconds === undefined) return;
-    spawn('sh', ['-c', `sleep ${delaySeconds}; cat "${PROBE_SOURCE}" > "${file}"`], {
-      stdio: 'ignore',
-    }).unref();
+    spawn(
+      'sh',
+      ['-c', `sleep ${delaySeconds}; cat "${PROBE_SOURCE}" > "${file}"`],
+      {
+        stdio: 'ignore',
+      },
+    ).unref();
   }
 
   it('embeds a late web font in all of 8 renders started at once', async () => {
     for (let n = 1; n <= 8; n++) pipe(`late-${n}.ttf`, 1.5);
     const started = Date.now();
     const outputs = await Promise.all(
-      Array.from({ length: 8 }, (_, i) => renderer.render(job('probe', { n: i + 1, font: 'late' }))),
+      Array.from({ length: 8 }, (_, i) =>
+        renderer.render(job('probe', { n: i + 1, font: 'late' })),
+      ),
     );
     expect(Date.now() - started).to.be.below(20_000);
     outputs.forEach((output, i) => {
-      expect(pdfFonts(output.pdf).some((font) => font.endsWith(postscriptName))).to.equal(true);
+      expect(
+        pdfFonts(output.pdf).some((font) => font.endsWith(postscriptName)),
+      ).to.equal(true);
       expect(pageTexts(output.pdf)[0]).to.contain(`Glyph probe QXJ ${i + 1}`);
       expect(output.warnings).to.deep.equal([]);
     });
@@ -87,8 +103,12 @@ describe('B01: web fonts are loaded before printing, without hanging pooled page
     const started = Date.now();
     const output = await renderer.render(job('probe', { n: 1, font: 'never' }));
     expect(Date.now() - started).to.be.below(4_000 + 5_000);
-    expect(pdfFonts(output.pdf).some((font) => font.endsWith(postscriptName))).to.equal(false);
+    expect(
+      pdfFonts(output.pdf).some((font) => font.endsWith(postscriptName)),
+    ).to.equal(false);
     expect(pageTexts(output.pdf)[0]).to.contain('Glyph probe QXJ 1');
-    expect(output.warnings.join('\n')).to.match(/web fonts or images did not load within 4 s/);
+    expect(output.warnings.join('\n')).to.match(
+      /web fonts or images did not load within 4 s/,
+    );
   });
 });

@@ -18,13 +18,20 @@ describe('render-farm preview', function () {
       note: {
         manifest: {
           title: 'Note',
-          options: { tone: { label: 'Tone', values: ['calm', 'loud'], default: 'calm' } },
+          options: {
+            tone: { label: 'Tone', values: ['calm', 'loud'], default: 'calm' },
+          },
         },
-        template: '<section class="page"><p class="note">NOTE {{ tone }} first</p></section>',
+        template:
+          '<section class="page"><p class="note">NOTE {{ tone }} first</p></section>',
       },
     });
     child = spawn('node', [CLI, 'preview', '--port', '0'], {
-      env: { ...process.env, RENDER_RESOURCES_DIR: root, RENDER_LOG_LEVEL: 'warn' },
+      env: {
+        ...process.env,
+        RENDER_RESOURCES_DIR: root,
+        RENDER_LOG_LEVEL: 'warn',
+      },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     base = await new Promise<string>((resolve, reject) => {
@@ -32,7 +39,9 @@ describe('render-farm preview', function () {
         const url = /preview on (\S+)/.exec(chunk.toString('utf8'))?.[1];
         if (url) resolve(url);
       });
-      child.once('exit', (code) => reject(new Error(`preview exited with ${code}`)));
+      child.once('exit', (code) =>
+        reject(new Error(`preview exited with ${code}`)),
+      );
     });
   });
 
@@ -43,14 +52,18 @@ describe('render-farm preview', function () {
   it('lists every resource with its options as choices', async () => {
     const html = await (await fetch(base)).text();
     expect(html).to.contain('<h2>Note <small>note</small></h2>');
-    expect(html).to.match(/<select name="tone"><option value="calm" selected>calm<\/option><option value="loud">loud/);
+    expect(html).to.match(
+      /<select name="tone"><option value="calm" selected>calm<\/option><option value="loud">loud/,
+    );
     expect(html).to.contain('<select name="paper_size">');
   });
 
   it('serves a resource as HTML and as the printed PDF', async () => {
     const html = await (await fetch(`${base}note.html?tone=loud`)).text();
     expect(html).to.contain('NOTE loud first');
-    const response = await fetch(`${base}note.pdf?tone=loud&copies=2&paper_size=letter`);
+    const response = await fetch(
+      `${base}note.pdf?tone=loud&copies=2&paper_size=letter`,
+    );
     expect(response.headers.get('content-type')).to.equal('application/pdf');
     const pdf = Buffer.from(await response.arrayBuffer());
     expect(pdfFacts(pdf).pages).to.equal(2);
@@ -70,15 +83,24 @@ describe('render-farm preview', function () {
     const controller = new AbortController();
     const events = await fetch(`${base}events`, { signal: controller.signal });
     const reader = events.body?.getReader();
-    const read = async () => new TextDecoder().decode((await reader?.read())?.value);
+    const read = async () =>
+      new TextDecoder().decode((await reader?.read())?.value);
     expect(await read()).to.match(/event: hello/);
 
     const template = path.join(root, 'note', 'template.njk');
-    fs.writeFileSync(template, fs.readFileSync(template, 'utf8').replace('first', 'second'));
+    fs.writeFileSync(
+      template,
+      fs.readFileSync(template, 'utf8').replace('first', 'second'),
+    );
     expect(await read()).to.match(/event: reload/);
-    expect(await (await fetch(`${base}note.html`)).text()).to.contain('NOTE calm second');
+    expect(await (await fetch(`${base}note.html`)).text()).to.contain(
+      'NOTE calm second',
+    );
 
-    fs.writeFileSync(template, '{% extends "_layout/base.njk" %}{% block content %}{{ tone }{% endblock %}');
+    fs.writeFileSync(
+      template,
+      '{% extends "_layout/base.njk" %}{% block content %}{{ tone }{% endblock %}',
+    );
     expect(await read()).to.match(/event: reload/);
     const broken = await fetch(`${base}note.html`);
     expect(broken.status).to.equal(422);

@@ -9,7 +9,13 @@ import { PNG } from 'pngjs';
 import { RenderTimeoutError, TemplateError } from '../../src/errors';
 import type { Renderer } from '../../src/render/renderer';
 import type { RenderJob } from '../../src/resources/task';
-import { PAPER_PT, pageTexts, pdfFacts, tempPdf, wordBoxes } from '../support/pdf';
+import {
+  PAPER_PT,
+  pageTexts,
+  pdfFacts,
+  tempPdf,
+  wordBoxes,
+} from '../support/pdf';
 import { makeResourceRoot } from '../support/resources';
 import { testRenderer } from '../support/renderer';
 
@@ -19,7 +25,11 @@ describe('Renderer (real Chromium)', function () {
   this.timeout(60_000);
   let renderer: Renderer;
   let hurried: Renderer;
-  let job: (view: string, extra?: Record<string, unknown>, taskId?: string) => RenderJob;
+  let job: (
+    view: string,
+    extra?: Record<string, unknown>,
+    taskId?: string,
+  ) => RenderJob;
   let leak: http.Server;
   let leakHits = 0;
   let secretFile: string;
@@ -31,14 +41,21 @@ describe('Renderer (real Chromium)', function () {
     });
     await new Promise<void>((resolve) => leak.listen(0, '127.0.0.1', resolve));
     const leakUrl = `http://127.0.0.1:${(leak.address() as AddressInfo).port}/leak`;
-    secretFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rf-secret-')), 'rf-secret.txt');
+    secretFile = path.join(
+      fs.mkdtempSync(path.join(os.tmpdir(), 'rf-secret-')),
+      'rf-secret.txt',
+    );
     fs.writeFileSync(secretFile, SECRET);
 
     const root = makeResourceRoot({
-      plain: { template: '<section class="page"><p>PLAIN BODY {{ random.int(1, 1000000) }}</p></section>' },
+      plain: {
+        template:
+          '<section class="page"><p>PLAIN BODY {{ random.int(1, 1000000) }}</p></section>',
+      },
       seeded: {
         manifest: { copies_differ: true },
-        template: '<section class="page"><p>NUMBER {{ random.int(1, 1000000) }}</p></section>',
+        template:
+          '<section class="page"><p>NUMBER {{ random.int(1, 1000000) }}</p></section>',
       },
       'three-sections': {
         template:
@@ -54,7 +71,8 @@ describe('Renderer (real Chromium)', function () {
           '<section class="page" style="border: 2mm solid #000; break-after: page">COPY-MARK</section>',
       },
       'two-pages': {
-        template: '<section class="page">PAGE-A</section><section class="page">PAGE-B</section>',
+        template:
+          '<section class="page">PAGE-A</section><section class="page">PAGE-B</section>',
       },
       margins: {
         template: '<p>LEFTEDGE text</p>',
@@ -87,14 +105,19 @@ describe('Renderer (real Chromium)', function () {
     const a4 = pdfFacts((await renderer.render(job('plain'))).pdf);
     expect(a4.widthPt).to.be.closeTo(PAPER_PT.a4.width, 1);
     expect(a4.heightPt).to.be.closeTo(PAPER_PT.a4.height, 1);
-    const letter = pdfFacts((await renderer.render(job('plain', { paper_size: 'letter' }))).pdf);
+    const letter = pdfFacts(
+      (await renderer.render(job('plain', { paper_size: 'letter' }))).pdf,
+    );
     expect(letter.widthPt).to.be.closeTo(PAPER_PT.letter.width, 1);
     expect(letter.heightPt).to.be.closeTo(PAPER_PT.letter.height, 1);
   });
 
   it('prints the header text, resource name and url on every page', async () => {
     const output = await renderer.render(
-      job('three-sections', { header_text: 'Room 12 Māori', resource_name: 'Three Sections' }),
+      job('three-sections', {
+        header_text: 'Room 12 Māori',
+        resource_name: 'Three Sections',
+      }),
     );
     const pages = pageTexts(output.pdf);
     expect(pages).to.have.length(3);
@@ -109,16 +132,29 @@ describe('Renderer (real Chromium)', function () {
   it('B02: footer page numbers are right and legible, with the logo on every page', async () => {
     const output = await renderer.render(job('three-sections'));
     const file = tempPdf(output.pdf);
-    pageTexts(file).forEach((text, i) => expect(text).to.match(new RegExp(`Page ${i + 1} of 3`)));
+    pageTexts(file).forEach((text, i) =>
+      expect(text).to.match(new RegExp(`Page ${i + 1} of 3`)),
+    );
     const boxes = wordBoxes(file, 'Page');
     expect(boxes).to.have.length(3);
     for (const box of boxes) expect(box.yMax - box.yMin).to.be.at.least(8);
 
-    execFileSync('pdftoppm', ['-png', '-r', '50', file, path.join(path.dirname(file), 'p')]);
-    const images = fs.readdirSync(path.dirname(file)).filter((f) => f.endsWith('.png')).sort();
+    execFileSync('pdftoppm', [
+      '-png',
+      '-r',
+      '50',
+      file,
+      path.join(path.dirname(file), 'p'),
+    ]);
+    const images = fs
+      .readdirSync(path.dirname(file))
+      .filter((f) => f.endsWith('.png'))
+      .sort();
     expect(images).to.have.length(3);
     for (const image of images) {
-      const png = PNG.sync.read(fs.readFileSync(path.join(path.dirname(file), image)));
+      const png = PNG.sync.read(
+        fs.readFileSync(path.join(path.dirname(file), image)),
+      );
       const footerTop = Math.floor(png.height * (1 - 18 / 297));
       expect(countColour(png, footerTop, 0x00, 0xa0, 0xff)).to.be.at.least(100);
     }
@@ -132,7 +168,9 @@ describe('Renderer (real Chromium)', function () {
       error = caught;
     }
     expect(error).to.be.instanceOf(TemplateError);
-    expect((error as Error).message).to.match(/page margin top 0px.*header and footer/);
+    expect((error as Error).message).to.match(
+      /page margin top 0px.*header and footer/,
+    );
   });
 
   it('B03: a page that exactly fills the sheet gives one page a copy, no blank pages', async () => {
@@ -145,28 +183,42 @@ describe('Renderer (real Chromium)', function () {
 
   it('B03: copies of a two-page resource are collated A, B, A, B', async () => {
     const output = await renderer.render(job('two-pages', { copies: 2 }));
-    const marks = pageTexts(output.pdf).map((text) => /PAGE-[AB]/.exec(text)?.[0]);
+    const marks = pageTexts(output.pdf).map(
+      (text) => /PAGE-[AB]/.exec(text)?.[0],
+    );
     expect(marks).to.deep.equal(['PAGE-A', 'PAGE-B', 'PAGE-A', 'PAGE-B']);
   });
 
   it('repeats identical copies with the same numbers, and seeds differing copies apart', async () => {
-    const same = pageTexts((await renderer.render(job('plain', { copies: 3 }))).pdf);
+    const same = pageTexts(
+      (await renderer.render(job('plain', { copies: 3 }))).pdf,
+    );
     const sameNumbers = same.map((text) => /PLAIN BODY (\d+)/.exec(text)?.[1]);
     expect(new Set(sameNumbers).size).to.equal(1);
 
-    const differ = pageTexts((await renderer.render(job('seeded', { copies: 3 }, 'task-a'))).pdf);
+    const differ = pageTexts(
+      (await renderer.render(job('seeded', { copies: 3 }, 'task-a'))).pdf,
+    );
     const numbers = differ.map((text) => /NUMBER (\d+)/.exec(text)?.[1]);
     expect(new Set(numbers).size).to.equal(3);
 
-    const again = pageTexts((await renderer.render(job('seeded', { copies: 3 }, 'task-a'))).pdf);
-    expect(again.map((text) => /NUMBER (\d+)/.exec(text)?.[1])).to.deep.equal(numbers);
-    const other = pageTexts((await renderer.render(job('seeded', { copies: 1 }, 'task-b'))).pdf);
+    const again = pageTexts(
+      (await renderer.render(job('seeded', { copies: 3 }, 'task-a'))).pdf,
+    );
+    expect(again.map((text) => /NUMBER (\d+)/.exec(text)?.[1])).to.deep.equal(
+      numbers,
+    );
+    const other = pageTexts(
+      (await renderer.render(job('seeded', { copies: 1 }, 'task-b'))).pdf,
+    );
     expect(/NUMBER (\d+)/.exec(other[0] ?? '')?.[1]).not.to.equal(numbers[0]);
   });
 
   it('B05: the task paper size wins over an @page size in the template', async () => {
     for (let run = 0; run < 3; run++) {
-      const facts = pdfFacts((await renderer.render(job('css-a4', { paper_size: 'letter' }))).pdf);
+      const facts = pdfFacts(
+        (await renderer.render(job('css-a4', { paper_size: 'letter' }))).pdf,
+      );
       expect(facts.widthPt).to.be.closeTo(612, 1);
       expect(facts.heightPt).to.be.closeTo(792, 1);
     }
@@ -177,7 +229,9 @@ describe('Renderer (real Chromium)', function () {
     const text = pageTexts(output.pdf).join('\n');
     expect(text).to.contain('FILE REFS');
     expect(text).not.to.contain(SECRET);
-    expect(output.warnings.join('\n')).to.match(/refused request to file:\/\/\/etc\/hostname/);
+    expect(output.warnings.join('\n')).to.match(
+      /refused request to file:\/\/\/etc\/hostname/,
+    );
     expect(JSON.stringify(output.warnings)).not.to.contain(SECRET);
   });
 
@@ -186,7 +240,9 @@ describe('Renderer (real Chromium)', function () {
     const output = await renderer.render(job('outside-ref'));
     expect(pageTexts(output.pdf).join('')).to.contain('OUTSIDE');
     expect(leakHits).to.equal(0);
-    expect(output.warnings.join('\n')).to.match(/refused request to http:\/\/127\.0\.0\.1:\d+\/leak/);
+    expect(output.warnings.join('\n')).to.match(
+      /refused request to http:\/\/127\.0\.0\.1:\d+\/leak/,
+    );
   });
 
   it('tears a hung render down at the deadline, then renders the next task', async () => {
@@ -198,7 +254,9 @@ describe('Renderer (real Chromium)', function () {
       error = caught;
     }
     expect(error).to.be.instanceOf(RenderTimeoutError);
-    expect((error as Error).message).to.equal('render time limit of 4 s exceeded');
+    expect((error as Error).message).to.equal(
+      'render time limit of 4 s exceeded',
+    );
     expect(Date.now() - started).to.be.below(15_000);
     const next = await hurried.render(job('plain'));
     expect(pageTexts(next.pdf)[0]).to.contain('PLAIN BODY');
@@ -208,15 +266,34 @@ describe('Renderer (real Chromium)', function () {
 describe('B05: page size and margins do not depend on the host locale', function () {
   this.timeout(60_000);
   const root = makeResourceRoot({
-    margins: { template: '<p>LEFTEDGE text</p>', style: '@page { margin: 20mm 25mm; }' },
+    margins: {
+      template: '<p>LEFTEDGE text</p>',
+      style: '@page { margin: 20mm 25mm; }',
+    },
   });
-  const cli = path.resolve(__dirname, '..', '..', '..', 'bin', 'render-farm.js');
+  const cli = path.resolve(
+    __dirname,
+    '..',
+    '..',
+    '..',
+    'bin',
+    'render-farm.js',
+  );
 
   for (const lang of ['en_US.UTF-8', 'de_DE.UTF-8']) {
     it(`prints A4 with the text 25 mm from the left edge under LANG=${lang}`, () => {
-      const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rf-b05-')), 'out.pdf');
+      const out = path.join(
+        fs.mkdtempSync(path.join(os.tmpdir(), 'rf-b05-')),
+        'out.pdf',
+      );
       execFileSync('node', [cli, 'render', 'margins', '--out', out], {
-        env: { ...process.env, LANG: lang, LC_ALL: lang, RENDER_RESOURCES_DIR: root, RENDER_LOG_LEVEL: 'warn' },
+        env: {
+          ...process.env,
+          LANG: lang,
+          LC_ALL: lang,
+          RENDER_RESOURCES_DIR: root,
+          RENDER_LOG_LEVEL: 'warn',
+        },
       });
       const facts = pdfFacts(out);
       expect(facts.widthPt).to.be.closeTo(PAPER_PT.a4.width, 1);
@@ -228,13 +305,25 @@ describe('B05: page size and margins do not depend on the host locale', function
 });
 
 /** Pixels below row `fromY` within ±8 of a colour. */
-function countColour(png: PNG, fromY: number, r: number, g: number, b: number): number {
+function countColour(
+  png: PNG,
+  fromY: number,
+  r: number,
+  g: number,
+  b: number,
+): number {
   let count = 0;
   for (let y = fromY; y < png.height; y++) {
     for (let x = 0; x < png.width; x++) {
       const i = (y * png.width + x) * 4;
-      const near = (v: number | undefined, want: number) => Math.abs((v ?? 0) - want) <= 8;
-      if (near(png.data[i], r) && near(png.data[i + 1], g) && near(png.data[i + 2], b)) count++;
+      const near = (v: number | undefined, want: number) =>
+        Math.abs((v ?? 0) - want) <= 8;
+      if (
+        near(png.data[i], r) &&
+        near(png.data[i + 1], g) &&
+        near(png.data[i + 2], b)
+      )
+        count++;
     }
   }
   return count;

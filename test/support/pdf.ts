@@ -63,12 +63,23 @@ export function wordBoxes(
   pdf: Buffer | string,
   word: string,
 ): { page: number; xMin: number; yMin: number; xMax: number; yMax: number }[] {
-  const html = execFileSync('pdftotext', ['-bbox', fileOf(pdf), '-'], { encoding: 'utf8' });
-  const boxes: { page: number; xMin: number; yMin: number; xMax: number; yMax: number }[] = [];
+  const html = execFileSync('pdftotext', ['-bbox', fileOf(pdf), '-'], {
+    encoding: 'utf8',
+  });
+  const boxes: {
+    page: number;
+    xMin: number;
+    yMin: number;
+    xMax: number;
+    yMax: number;
+  }[] = [];
   let page = 0;
   for (const line of html.split('\n')) {
     if (line.includes('<page ')) page++;
-    const m = /<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*)<\/word>/.exec(line);
+    const m =
+      /<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*)<\/word>/.exec(
+        line,
+      );
     if (m && m[5] === word) {
       boxes.push({
         page,

@@ -7,7 +7,9 @@ import type { RenderJob } from '../../src/resources/task';
 import { STATIC_DIR, taskFor } from './resources';
 
 /** Renderer settings for tests: short deadlines, the system Chromium. */
-export function testRendererOptions(overrides: Partial<RendererOptions> = {}): RendererOptions {
+export function testRendererOptions(
+  overrides: Partial<RendererOptions> = {},
+): RendererOptions {
   return {
     chromiumPath: process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium',
     staticDirs: [STATIC_DIR],
@@ -22,10 +24,24 @@ export function testRendererOptions(overrides: Partial<RendererOptions> = {}): R
 }
 
 /** A renderer over a resources root, with a job builder for its views. */
-export function testRenderer(root: string, overrides: Partial<RendererOptions> = {}) {
+export function testRenderer(
+  root: string,
+  overrides: Partial<RendererOptions> = {},
+) {
   const catalogue = Catalogue.load(root);
-  const renderer = new Renderer(testRendererOptions(overrides), catalogue, partLogger('test-render'));
-  const job = (view: string, extra: Record<string, unknown> = {}, taskId = 'test-task'): RenderJob =>
-    checkTask(taskFor(view, extra), taskId, catalogue, { maxCopies: 50, maxTaskBytes: 1_000_000 });
+  const renderer = new Renderer(
+    testRendererOptions(overrides),
+    catalogue,
+    partLogger('test-render'),
+  );
+  const job = (
+    view: string,
+    extra: Record<string, unknown> = {},
+    taskId = 'test-task',
+  ): RenderJob =>
+    checkTask(taskFor(view, extra), taskId, catalogue, {
+      maxCopies: 50,
+      maxTaskBytes: 1_000_000,
+    });
   return { renderer, catalogue, job };
 }

@@ -3,7 +3,13 @@ import os from 'node:os';
 import path from 'node:path';
 
 /** The project's real resources root. */
-export const RESOURCES_DIR = path.resolve(__dirname, '..', '..', '..', 'resource-templates');
+export const RESOURCES_DIR = path.resolve(
+  __dirname,
+  '..',
+  '..',
+  '..',
+  'resource-templates',
+);
 
 /** The project's static folder. */
 export const STATIC_DIR = path.resolve(__dirname, '..', '..', '..', 'static');
@@ -33,7 +39,10 @@ export function makeResourceRoot(views: Record<string, FixtureView>): string {
     const dir = path.join(root, view);
     fs.mkdirSync(dir, { recursive: true });
     const manifest = { title: view, ...(spec.manifest ?? {}) };
-    fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2));
+    fs.writeFileSync(
+      path.join(dir, 'manifest.json'),
+      JSON.stringify(manifest, null, 2),
+    );
     const body = spec.raw
       ? spec.template
       : `{% extends "_layout/base.njk" %}{% block content %}${spec.template}{% endblock %}`;
@@ -48,7 +57,10 @@ export function makeResourceRoot(views: Record<string, FixtureView>): string {
 }
 
 /** A render task for a view, with the contract's required fields filled. */
-export function taskFor(view: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+export function taskFor(
+  view: string,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
   return {
     kind: 'task#render',
     resource_slug: view,

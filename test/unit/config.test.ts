@@ -14,7 +14,10 @@ describe('loadConfig', () => {
   });
 
   it('reads whole numbers with their units', () => {
-    const config = loadConfig({ RENDER_TIMEOUT_SECONDS: '30', RENDER_DAEMONS: '3' });
+    const config = loadConfig({
+      RENDER_TIMEOUT_SECONDS: '30',
+      RENDER_DAEMONS: '3',
+    });
     expect(config.timeoutSeconds).to.equal(30);
     expect(config.daemons).to.equal(3);
   });
@@ -24,12 +27,18 @@ describe('loadConfig', () => {
       ConfigError,
       /RENDER_DAEMONS: got "many", expected a whole number from 1 to 64/,
     );
-    expect(() => loadConfig({ RENDER_PORT: '70000' })).to.throw(ConfigError, /RENDER_PORT/);
+    expect(() => loadConfig({ RENDER_PORT: '70000' })).to.throw(
+      ConfigError,
+      /RENDER_PORT/,
+    );
     expect(() => loadConfig({ RENDER_QUEUE: 'redis://x' })).to.throw(
       ConfigError,
       /RENDER_QUEUE: got "redis:\/\/x", expected sqlite:FILE or cloud-tasks:/,
     );
-    expect(() => loadConfig({ RENDER_LOG_LEVEL: 'loud' })).to.throw(ConfigError, /RENDER_LOG_LEVEL/);
+    expect(() => loadConfig({ RENDER_LOG_LEVEL: 'loud' })).to.throw(
+      ConfigError,
+      /RENDER_LOG_LEVEL/,
+    );
   });
 
   it('reports every bad variable at once', () => {
@@ -41,14 +50,18 @@ describe('loadConfig', () => {
   });
 
   it('checks combinations: the lease must outlast the render deadline', () => {
-    expect(() => loadConfig({ RENDER_LEASE_SECONDS: '30', RENDER_TIMEOUT_SECONDS: '60' })).to.throw(
+    expect(() =>
+      loadConfig({ RENDER_LEASE_SECONDS: '30', RENDER_TIMEOUT_SECONDS: '60' }),
+    ).to.throw(
       ConfigError,
       /RENDER_LEASE_SECONDS: got 30, expected more than RENDER_TIMEOUT_SECONDS \(60\)/,
     );
   });
 
   it('splits the static folders in search order', () => {
-    const config = loadConfig({ RENDER_STATIC_DIRS: 'static:/mnt/bucket/static' });
+    const config = loadConfig({
+      RENDER_STATIC_DIRS: 'static:/mnt/bucket/static',
+    });
     expect(config.staticDirs).to.have.length(2);
     expect(config.staticDirs[1]).to.equal('/mnt/bucket/static');
   });

@@ -10,9 +10,20 @@ describe('DocumentStore', () => {
 
   it('stores a document under its task id and links it with encoded names', async () => {
     const store = new DocumentStore(dir(), 'https://cdn.example.org/pdf/');
-    const url = await store.save('T3', 'Binary Cards (with numbers - a4).pdf', Buffer.from('%PDF-1'));
-    expect(url).to.equal('https://cdn.example.org/pdf/T3/Binary%20Cards%20(with%20numbers%20-%20a4).pdf');
-    expect(fs.readFileSync(path.join(store.dir, 'T3', 'Binary Cards (with numbers - a4).pdf'), 'utf8')).to.equal('%PDF-1');
+    const url = await store.save(
+      'T3',
+      'Binary Cards (with numbers - a4).pdf',
+      Buffer.from('%PDF-1'),
+    );
+    expect(url).to.equal(
+      'https://cdn.example.org/pdf/T3/Binary%20Cards%20(with%20numbers%20-%20a4).pdf',
+    );
+    expect(
+      fs.readFileSync(
+        path.join(store.dir, 'T3', 'Binary Cards (with numbers - a4).pdf'),
+        'utf8',
+      ),
+    ).to.equal('%PDF-1');
   });
 
   it('overwrites its own file when a task is repeated, leaving one object and no temporary files', async () => {
@@ -20,7 +31,9 @@ describe('DocumentStore', () => {
     await store.save('T3', 'a.pdf', Buffer.from('one'));
     await store.save('T3', 'a.pdf', Buffer.from('two'));
     expect(fs.readdirSync(path.join(store.dir, 'T3'))).to.deep.equal(['a.pdf']);
-    expect(fs.readFileSync(path.join(store.dir, 'T3', 'a.pdf'), 'utf8')).to.equal('two');
+    expect(
+      fs.readFileSync(path.join(store.dir, 'T3', 'a.pdf'), 'utf8'),
+    ).to.equal('two');
   });
 
   it('keeps names from climbing out of the folder', () => {

@@ -36,20 +36,45 @@ describe('parseTask', () => {
     catalogue = Catalogue.load(root);
   });
 
-  const valid = () => taskFor('cards', { resource_name: 'Cards', display_numbers: true, bits: 8 });
+  const valid = () =>
+    taskFor('cards', {
+      resource_name: 'Cards',
+      display_numbers: true,
+      bits: 8,
+    });
   const parse = (task: unknown) =>
-    parseTask(Buffer.from(typeof task === 'string' ? task : JSON.stringify(task)), 't1', catalogue, limits);
+    parseTask(
+      Buffer.from(typeof task === 'string' ? task : JSON.stringify(task)),
+      't1',
+      catalogue,
+      limits,
+    );
 
   it('names the file after the resource name and the subtitle rule', () => {
     const job = parse(valid());
     expect(job.filename).to.equal('Cards (8 bits - with numbers - a4).pdf');
-    expect(job.options).to.deep.equal({ display_numbers: true, bits: 8, paper_size: 'a4' });
+    expect(job.options).to.deep.equal({
+      display_numbers: true,
+      bits: 8,
+      paper_size: 'a4',
+    });
   });
 
   it('accepts the text form of an allowed value and stores the declared value', () => {
-    const job = parse({ ...valid(), bits: '4', display_numbers: 'false', paper_size: 'letter' });
-    expect(job.options).to.deep.equal({ display_numbers: false, bits: 4, paper_size: 'letter' });
-    expect(job.filename).to.equal('Cards (4 bits - without numbers - letter).pdf');
+    const job = parse({
+      ...valid(),
+      bits: '4',
+      display_numbers: 'false',
+      paper_size: 'letter',
+    });
+    expect(job.options).to.deep.equal({
+      display_numbers: false,
+      bits: 4,
+      paper_size: 'letter',
+    });
+    expect(job.filename).to.equal(
+      'Cards (4 bits - without numbers - letter).pdf',
+    );
   });
 
   it('ignores unknown extra keys', () => {
@@ -64,18 +89,62 @@ describe('parseTask', () => {
     ['JSON null', 'null', /must be a JSON object, got null/],
     ['JSON that is a number', '42', /must be a JSON object, got number/],
     ['an empty object', '{}', /field kind is missing/],
-    ['an unknown kind', { ...valid(), kind: 'task#paint' }, /field kind: got "task#paint", expected "task#render"/],
+    [
+      'an unknown kind',
+      { ...valid(), kind: 'task#paint' },
+      /field kind: got "task#paint", expected "task#render"/,
+    ],
     ['a missing url', { ...valid(), url: undefined }, /field url is missing/],
-    ['a resource_view that is not a string', { ...valid(), resource_view: 7 }, /resource_view: got 7/],
-    ['an unknown resource_view', { ...valid(), resource_view: 'nope' }, /resource_view: got "nope", expected one of cards/],
-    ['a resource_view that climbs out', { ...valid(), resource_view: '../../etc' }, /resource_view: got "..\/..\/etc"/],
-    ['a missing option', { ...valid(), bits: undefined }, /option bits is missing, expected 4 or 8/],
-    ['an option not among its values', { ...valid(), display_numbers: 'maybe' }, /option display_numbers: got "maybe", expected true or false/],
-    ['an option of the wrong shape', { ...valid(), bits: [8] }, /option bits: got \[8\]/],
-    ['a paper size not offered', { ...valid(), paper_size: 'a3' }, /option paper_size: got "a3", expected "a4" or "letter"/],
-    ['copies below one', { ...valid(), copies: -1 }, /copies: got -1, expected a whole number from 1 to 50/],
-    ['copies above the maximum', { ...valid(), copies: 100_000 }, /copies: got 100000/],
-    ['copies that are not whole', { ...valid(), copies: 1.5 }, /copies: got 1.5/],
+    [
+      'a resource_view that is not a string',
+      { ...valid(), resource_view: 7 },
+      /resource_view: got 7/,
+    ],
+    [
+      'an unknown resource_view',
+      { ...valid(), resource_view: 'nope' },
+      /resource_view: got "nope", expected one of cards/,
+    ],
+    [
+      'a resource_view that climbs out',
+      { ...valid(), resource_view: '../../etc' },
+      /resource_view: got "..\/..\/etc"/,
+    ],
+    [
+      'a missing option',
+      { ...valid(), bits: undefined },
+      /option bits is missing, expected 4 or 8/,
+    ],
+    [
+      'an option not among its values',
+      { ...valid(), display_numbers: 'maybe' },
+      /option display_numbers: got "maybe", expected true or false/,
+    ],
+    [
+      'an option of the wrong shape',
+      { ...valid(), bits: [8] },
+      /option bits: got \[8\]/,
+    ],
+    [
+      'a paper size not offered',
+      { ...valid(), paper_size: 'a3' },
+      /option paper_size: got "a3", expected "a4" or "letter"/,
+    ],
+    [
+      'copies below one',
+      { ...valid(), copies: -1 },
+      /copies: got -1, expected a whole number from 1 to 50/,
+    ],
+    [
+      'copies above the maximum',
+      { ...valid(), copies: 100_000 },
+      /copies: got 100000/,
+    ],
+    [
+      'copies that are not whole',
+      { ...valid(), copies: 1.5 },
+      /copies: got 1.5/,
+    ],
     ['copies as text', { ...valid(), copies: '2' }, /copies: got "2"/],
   ];
   for (const [what, payload, message] of rejects) {
@@ -86,11 +155,16 @@ describe('parseTask', () => {
 
   it('rejects bytes that are not UTF-8 (B19)', () => {
     const bad = Buffer.from([0xff, 0xfe, 0x00]);
-    expect(() => parseTask(bad, 't', catalogue, limits)).to.throw(InvalidTaskError, /not valid UTF-8/);
+    expect(() => parseTask(bad, 't', catalogue, limits)).to.throw(
+      InvalidTaskError,
+      /not valid UTF-8/,
+    );
   });
 
   it('rejects a payload over the size limit before parsing it (B19)', () => {
-    const big = Buffer.from(JSON.stringify({ ...valid(), blob: 'a'.repeat(5_000_000) }));
+    const big = Buffer.from(
+      JSON.stringify({ ...valid(), blob: 'a'.repeat(5_000_000) }),
+    );
     const started = Date.now();
     expect(() => parseTask(big, 't', catalogue, limits)).to.throw(
       InvalidTaskError,
@@ -101,6 +175,9 @@ describe('parseTask', () => {
 
   it('rejects JSON nested 10,000 arrays deep without overflowing the stack (B19)', () => {
     const deep = '['.repeat(10_000) + ']'.repeat(10_000);
-    expect(() => parse(deep)).to.throw(InvalidTaskError, /must be a JSON object, got an array/);
+    expect(() => parse(deep)).to.throw(
+      InvalidTaskError,
+      /must be a JSON object, got an array/,
+    );
   });
 });

@@ -4,7 +4,10 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { TemplateError } from '../../src/errors';
 import { Catalogue } from '../../src/resources/catalogue';
-import { createTemplateEnv, renderTemplate } from '../../src/resources/template-env';
+import {
+  createTemplateEnv,
+  renderTemplate,
+} from '../../src/resources/template-env';
 import { makeResourceRoot } from '../support/resources';
 
 const SECRET = 'RF-SECRET-7f3a';
@@ -14,24 +17,40 @@ describe('template environment', () => {
   let secretFile: string;
 
   before(() => {
-    secretFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rf-secret-')), 'rf-secret.txt');
+    secretFile = path.join(
+      fs.mkdtempSync(path.join(os.tmpdir(), 'rf-secret-')),
+      'rf-secret.txt',
+    );
     fs.writeFileSync(secretFile, SECRET);
     const climb = `../../../../../../../..${secretFile}`;
     root = makeResourceRoot({
       invoice: {
         raw: true,
-        template: 'Invoice for {{ customer.name }}, total due: {{ order.total }} {{ currency | upper }}',
+        template:
+          'Invoice for {{ customer.name }}, total due: {{ order.total }} {{ currency | upper }}',
       },
       money: { raw: true, template: '{{ money(order.total) }}' },
       'include-climb': { raw: true, template: `{% include "${climb}" %}` },
       'include-var': { raw: true, template: '{% include part %}' },
-      'include-absolute': { raw: true, template: `{% include "${secretFile}" %}` },
-      partials: { raw: true, template: 'inside: {% include "./part.njk" %}', files: { 'part.njk': 'PART' } },
+      'include-absolute': {
+        raw: true,
+        template: `{% include "${secretFile}" %}`,
+      },
+      partials: {
+        raw: true,
+        template: 'inside: {% include "./part.njk" %}',
+        files: { 'part.njk': 'PART' },
+      },
     });
   });
 
   const render = (name: string, context: object) =>
-    renderTemplate(createTemplateEnv({ root }), root, `${name}/template.njk`, context);
+    renderTemplate(
+      createTemplateEnv({ root }),
+      root,
+      `${name}/template.njk`,
+      context,
+    );
 
   it('B13: an undefined variable is an error naming it, the template and line 1', () => {
     expect(() => render('invoice', { customer: { name: 'Ada' } }))
@@ -50,12 +69,20 @@ describe('template environment', () => {
   });
 
   it('fills a template when every value is there', () => {
-    const html = render('invoice', { customer: { name: 'Ada' }, order: { total: 12 }, currency: 'nzd' });
+    const html = render('invoice', {
+      customer: { name: 'Ada' },
+      order: { total: 12 },
+      currency: 'nzd',
+    });
     expect(html).to.equal('Invoice for Ada, total due: 12 NZD');
   });
 
   it('escapes values (autoescape on)', () => {
-    const html = render('invoice', { customer: { name: '<b>Ada</b>' }, order: { total: 1 }, currency: 'x' });
+    const html = render('invoice', {
+      customer: { name: '<b>Ada</b>' },
+      order: { total: 1 },
+      currency: 'x',
+    });
     expect(html).to.contain('&lt;b&gt;Ada&lt;/b&gt;');
   });
 
@@ -65,10 +92,9 @@ describe('template environment', () => {
 
   it('B15(a): a template name that climbs out of the root is refused', () => {
     const env = createTemplateEnv({ root });
-    expect(() => renderTemplate(env, root, '../../../../tmp/rf-secret.txt', {})).to.throw(
-      TemplateError,
-      /outside the template root/,
-    );
+    expect(() =>
+      renderTemplate(env, root, '../../../../tmp/rf-secret.txt', {}),
+    ).to.throw(TemplateError, /outside the template root/);
   });
 
   it('B15(b): an absolute template name is refused', () => {
@@ -80,8 +106,14 @@ describe('template environment', () => {
   });
 
   it('B15(c): an include that climbs out of the root is refused', () => {
-    expect(() => render('include-climb', {})).to.throw(TemplateError, /outside the template root/);
-    expect(() => render('include-absolute', {})).to.throw(TemplateError, /outside the template root/);
+    expect(() => render('include-climb', {})).to.throw(
+      TemplateError,
+      /outside the template root/,
+    );
+    expect(() => render('include-absolute', {})).to.throw(
+      TemplateError,
+      /outside the template root/,
+    );
   });
 
   it('B15(d): an include named by task data cannot climb out either', () => {
@@ -97,17 +129,27 @@ describe('template environment', () => {
   });
 
   it('stops the catalogue from loading when a template does not compile', () => {
-    const broken = makeResourceRoot({ bad: { raw: true, template: '{% if %}' } });
-    expect(() => Catalogue.load(broken)).to.throw(TemplateError, /bad\/template\.njk/);
+    const broken = makeResourceRoot({
+      bad: { raw: true, template: '{% if %}' },
+    });
+    expect(() => Catalogue.load(broken)).to.throw(
+      TemplateError,
+      /bad\/template\.njk/,
+    );
   });
 
   it('stops the catalogue from loading when a manifest is wrong, naming the file', () => {
     const broken = makeResourceRoot({
       bad: {
         template: '',
-        manifest: { options: { size: { label: 'Size', values: ['s'], default: 'm' } } },
+        manifest: {
+          options: { size: { label: 'Size', values: ['s'], default: 'm' } },
+        },
       },
     });
-    expect(() => Catalogue.load(broken)).to.throw(TemplateError, /bad\/manifest\.json: option size: default "m"/);
+    expect(() => Catalogue.load(broken)).to.throw(
+      TemplateError,
+      /bad\/manifest\.json: option size: default "m"/,
+    );
   });
 });
