@@ -19,13 +19,26 @@ import type { RunningSupervisor } from '../../src/supervisor/supervisor';
 /** The project root (tests run from dist/test/...). */
 export const PROJECT_ROOT = path.resolve(__dirname, '..', '..', '..');
 
-/** The resources root of these tests: smoke, slow and heap-hog. */
-export const FIXTURE_RESOURCES = path.join(
-  PROJECT_ROOT,
-  'test',
-  'fixtures',
-  'supervisor-resources',
-);
+/**
+ * The resources root of these tests: the views smoke, slow and heap-hog of
+ * test/fixtures/supervisor-resources, on the project's real shared layout,
+ * copied together into a temporary folder.
+ */
+export const FIXTURE_RESOURCES = fixtureResources();
+
+function fixtureResources(): string {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'render-farm-fixtures-'));
+  const views = path.join(
+    PROJECT_ROOT,
+    'test',
+    'fixtures',
+    'supervisor-resources',
+  );
+  fs.cpSync(views, root, { recursive: true });
+  const layout = path.join(PROJECT_ROOT, 'resource-templates', '_layout');
+  fs.cpSync(layout, path.join(root, '_layout'), { recursive: true });
+  return root;
+}
 
 /** Settings that keep the tests fast: seconds, not minutes. */
 export const FAST_ENV: Record<string, string> = {
@@ -380,8 +393,8 @@ export function rendererPids(browserPid: number): number[] {
  */
 export async function busiestRenderer(
   browserPid: number,
-  windowMs = 800,
-  minTicks = 5,
+  windowMs = 1_500,
+  minTicks = 30,
 ): Promise<number | undefined> {
   const before = new Map(
     rendererPids(browserPid).map((pid) => [pid, cpuTicks(pid)]),
