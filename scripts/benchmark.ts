@@ -116,7 +116,7 @@ async function memoryOverRenders(
   catalogue: Catalogue,
 ): Promise<void> {
   console.log(
-    `\nbrowser memory over ${MEMORY_RENDERS} renders (binary-cards, fresh context each):`,
+    `\nbrowser memory over ${MEMORY_RENDERS} renders (three resources in turn, fresh context each):`,
   );
   const views = ['binary-cards', 'sorting-network', 'treasure-hunt'];
   for (let i = 1; i <= MEMORY_RENDERS; i++) {

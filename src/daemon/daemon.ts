@@ -260,6 +260,9 @@ export class Daemon {
     const queueWaitMs = Date.now() - task.enqueuedAt.getTime();
     let job: RenderJob | undefined;
     try {
+      // Known limit: a task that kills its daemon every time is leased
+      // once more than the attempt limit (that lease answers it without a
+      // render); the queue cannot tell a dead worker's lease from a slow one.
       if (task.attempts > config.maxAttempts) {
         throw new PermanentError(
           `gave up after ${config.maxAttempts} attempts: each one was interrupted ` +
@@ -268,6 +271,8 @@ export class Daemon {
       }
       job = parseTask(task.payload, task.id, this.parts.catalogue, config);
       info.view = job.manifest.view;
+      // Known limit: a lease lost mid-render is noticed when the render
+      // ends, not at once; the render finishes and its result is dropped.
       const result = await this.renderAndStore(job, log);
       if (lease.lost()) return;
       await this.answer(lease.current(), result.message, log);

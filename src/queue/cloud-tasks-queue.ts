@@ -110,7 +110,12 @@ const MAX_LEASE_TASKS = 1_000;
 
 const QUEUE_NAME = /^projects\/[^/]+\/locations\/[^/]+\/queues\/[^/]+$/;
 
-/** A Cloud Tasks `v2beta2` pull queue as a {@link TaskQueue}. */
+/**
+ * A Cloud Tasks `v2beta2` pull queue as a {@link TaskQueue}. Known limit: it
+ * has no `wasAnswered`/`recordAnswer` (the service keeps no such record), so
+ * a result repeated after a lost acknowledgement is not flagged `duplicate`;
+ * consumers de-duplicate by `task_id`, and the document is the same.
+ */
 export class CloudTasksQueue implements TaskQueue {
   readonly description: string;
   private readonly clientOptions: CloudTasksClientOptions;

@@ -42,7 +42,11 @@ export async function joinPdfs(
   return { pdf: Buffer.from(bytes), pages: out.getPageCount() };
 }
 
-/** One PDF repeated `copies` times, collated. */
+/**
+ * One PDF repeated `copies` times, collated. Known limit: each copy's pages
+ * are copied with their own fonts and images, so the file grows with the
+ * copies; sharing the objects would need page-tree surgery pdf-lib lacks.
+ */
 export function repeatPdf(pdf: Uint8Array, copies: number): Promise<PdfResult> {
   return joinPdfs(Array.from({ length: copies }, () => pdf));
 }

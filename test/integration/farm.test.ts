@@ -1,9 +1,13 @@
 import fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { expect } from 'chai';
 import { pageTexts, pdfFacts } from '../support/pdf';
 import type { Farm, Result } from '../support/farm';
 import { startFarm, waitFor } from '../support/farm';
 import { RESOURCES_DIR, makeResourceRoot, taskFor } from '../support/resources';
+
+const PROJECT = path.resolve(__dirname, '..', '..', '..');
 
 function documentOf(result: Result): Buffer {
   if (typeof result['document'] === 'string')
@@ -293,6 +297,65 @@ describe('delivery: kills, duplicates and poison tasks', function () {
     expect(results[0]?.task_id).to.equal(id);
     expect(results[0]?.success).to.equal(true);
     expect(await farm.results(1, 3_000)).to.have.length(0);
+  });
+
+  it('drains through scripts/shutdown-script.sh: exits 0 with no lease left held', async () => {
+    farm = await startFarm({
+      RENDER_DAEMONS: '2',
+      RENDER_RESOURCES_DIR: root,
+      RENDER_ADMIN_TOKEN: 'drain-secret',
+      RENDER_DRAIN_GRACE_SECONDS: '3',
+      RENDER_LOG_LEVEL: 'warn',
+    });
+    await waitFor(
+      async () =>
+        (await farm.status()).daemons.every((d) => d.pid > 0)
+          ? true
+          : undefined,
+      30_000,
+    );
+    const short = await farm.enqueue(taskFor('smoke'));
+    const long = await farm.enqueue(taskFor('slow', { wait_ms: 5000 }));
+    await waitFor(async () => {
+      const daemons = (await farm.status()).daemons;
+      return daemons.some((d) => d.tasks.some((t) => t.taskId === long))
+        ? true
+        : undefined;
+    }, 30_000);
+
+    const exited = new Promise<number | null>((resolve) =>
+      farm.process.once('exit', (code) => resolve(code)),
+    );
+    const script = spawnSync(
+      'bash',
+      [path.join(PROJECT, 'scripts', 'shutdown-script.sh')],
+      {
+        env: {
+          ...process.env,
+          RENDER_PORT: String(farm.port),
+          RENDER_ADMIN_TOKEN: 'drain-secret',
+          RENDER_PID_FILE: path.join(farm.dir, 'supervisor.pid'),
+          RENDER_DRAIN_GRACE_SECONDS: '3',
+        },
+        encoding: 'utf8',
+        timeout: 60_000,
+      },
+    );
+    expect(script.status, script.stderr).to.equal(0);
+    expect(await exited).to.equal(0);
+
+    // The slow task was answered or given back: either way nothing is
+    // leased, and it can be leased again at once.
+    const results = await farm.results(2, 2_000);
+    expect(results.map((r) => r.task_id)).to.include(short);
+    if (!results.some((r) => r.task_id === long)) {
+      const again = await farm.queue.lease({
+        tag: 'task',
+        max: 5,
+        leaseSeconds: 5,
+      });
+      expect(again.map((t) => t.id)).to.deep.equal([long]);
+    }
   });
 
   it('B17(b): a task put twice under one id is rendered and answered once', async () => {
