@@ -53,11 +53,12 @@ supervisor_pid() {
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && printf '%s' "$pid"
 }
 
-# True while the supervisor runs: its PID lives, or (no PID known) its
-# port still answers.
+# True while the supervisor runs: its PID lives (an exited process its
+# parent has not reaped yet counts as gone), or (no PID known) its port
+# still answers.
 supervisor_running() {
   if [[ -n "$pid" ]]; then
-    kill -0 "$pid" 2>/dev/null
+    kill -0 "$pid" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
   else
     [[ "$(http_status GET "$base_url/healthz")" != 000 ]]
   fi
