@@ -5,9 +5,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config';
 import type {
-  CurrentTask,
   DaemonMessage,
   DaemonState,
+  HeartbeatMessage,
   TaskFinishedMessage,
 } from '../daemon/messages';
 import type { Logger } from '../logger';
@@ -21,30 +21,18 @@ import {
 export type DaemonRestartReason = 'exit' | 'heartbeat' | 'stuck' | 'manual';
 
 /** What the supervisor knows of one daemon. */
-export interface DaemonInfo {
+export interface DaemonInfo extends Omit<HeartbeatMessage, 'type' | 'state'> {
   id: string;
   pid: number;
+  /** The daemon's own state, or the supervisor's view while none runs. */
   state: DaemonState | 'stopped' | 'backoff';
   startedAtMs: number;
   lastHeartbeatMs: number;
-  tasks: CurrentTask[];
-  rendersDone: number;
-  rendersFailed: number;
-  browserPid: number;
-  /** Temporary profile folder of the daemon's browser; removed on a kill. */
-  browserProfileDir: string;
-  browserMemoryBytes: number;
-  browserReady: boolean;
-  /** Failed browser launches in a row inside the daemon. */
-  browserLaunchFailures: number;
-  /** When the daemon tries to launch its browser again, epoch ms. */
-  nextBrowserLaunchMs?: number;
   restarts: number;
   /** Restarts in a row without a healthy run in between. */
   crashStreak: number;
   /** When a daemon in backoff will be started again, epoch ms. */
   nextStartMs?: number;
-  lastError?: string;
 }
 
 /** A daemon that ran this long without dying resets its crash streak. */
