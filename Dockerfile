@@ -13,10 +13,10 @@ RUN apt-get update \
   && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.build.json ./
 COPY src/ src/
 COPY scripts/ scripts/
-RUN npm run build \
+RUN npm run build:app \
   && npm prune --omit=dev --no-audit --no-fund
 
 # ---- runtime ----
