@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debian_packages=(chromium poppler-utils qpdf fonts-liberation2 fonts-noto-core
-  fonts-noto-cjk fonts-noto-color-emoji shellcheck)
+  fonts-noto-cjk fonts-noto-color-emoji shellcheck procps fontconfig)
 
 missing_packages() {
   local pkg
