@@ -4,7 +4,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { pageTexts, pdfFacts } from '../support/pdf';
 import type { Farm, Result } from '../support/farm';
-import { startFarm, waitFor } from '../support/farm';
+import { startFarm } from '../support/farm';
 import { RESOURCES_DIR, makeResourceRoot, taskFor } from '../support/resources';
 
 const PROJECT = path.resolve(__dirname, '..', '..', '..');
@@ -277,18 +277,9 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       RENDER_TIMEOUT_SECONDS: '10',
       RENDER_LOG_LEVEL: 'warn',
     });
-    await waitFor(
-      async () =>
-        (await farm.status()).daemons.every((d) => d.pid > 0)
-          ? true
-          : undefined,
-      30_000,
-    );
+    await farm.daemonsUp();
     const id = await farm.enqueue(taskFor('slow', { wait_ms: 5000 }));
-    const holder = await waitFor(async () => {
-      const daemons = (await farm.status()).daemons;
-      return daemons.find((d) => d.tasks.some((t) => t.taskId === id));
-    }, 30_000);
+    const holder = await farm.holderOf(id);
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     process.kill(holder.pid, 'SIGKILL');
 
@@ -307,21 +298,10 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       RENDER_DRAIN_GRACE_SECONDS: '3',
       RENDER_LOG_LEVEL: 'warn',
     });
-    await waitFor(
-      async () =>
-        (await farm.status()).daemons.every((d) => d.pid > 0)
-          ? true
-          : undefined,
-      30_000,
-    );
+    await farm.daemonsUp();
     const short = await farm.enqueue(taskFor('smoke'));
     const long = await farm.enqueue(taskFor('slow', { wait_ms: 5000 }));
-    await waitFor(async () => {
-      const daemons = (await farm.status()).daemons;
-      return daemons.some((d) => d.tasks.some((t) => t.taskId === long))
-        ? true
-        : undefined;
-    }, 30_000);
+    await farm.holderOf(long);
 
     const exited = new Promise<number | null>((resolve) =>
       farm.process.once('exit', (code) => resolve(code)),
@@ -380,9 +360,8 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       RENDER_RESOURCES_DIR: root,
       RENDER_LOG_LEVEL: 'warn',
     });
-    const pidBefore = (
-      await waitFor(async () => (await farm.status()).daemons[0], 10_000)
-    ).pid;
+    await farm.daemonsUp();
+    const pidBefore = (await farm.status()).daemons[0]?.pid;
     const id = await farm.enqueue(taskFor('invoice', { order: { total: 3 } }));
     const [result] = await farm.results(1, 60_000);
     expect(result?.task_id).to.equal(id);
@@ -401,10 +380,8 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       RENDER_LOG_LEVEL: 'warn',
       RENDER_MAX_TASK_BYTES: '1000000',
     });
-    const daemon = await waitFor(async () => {
-      const [d] = (await farm.status()).daemons;
-      return d && d.pid > 0 ? d : undefined;
-    }, 10_000);
+    await farm.daemonsUp();
+    const [daemon] = (await farm.status()).daemons;
     const bodies: [Buffer | string, RegExp][] = [
       ['not json', /not valid JSON/],
       ['{"template":', /not valid JSON/],
@@ -443,7 +420,7 @@ describe('delivery: kills, duplicates and poison tasks', function () {
     });
     expect(results.find((r) => r.task_id === smokeId)?.success).to.equal(true);
     expect(await farm.queue.depth?.('task')).to.equal(0);
-    expect((await farm.status()).daemons[0]?.pid).to.equal(daemon.pid);
+    expect((await farm.status()).daemons[0]?.pid).to.equal(daemon?.pid);
     expect(
       (await fetch(`http://127.0.0.1:${farm.port}/healthz`)).status,
     ).to.equal(200);

@@ -48,6 +48,10 @@ export interface Farm {
   status(): Promise<{
     daemons: { id: string; pid: number; tasks: { taskId: string }[] }[];
   }>;
+  /** Waits until every daemon has a process. */
+  daemonsUp(): Promise<void>;
+  /** Waits until a daemon holds the task; returns that daemon. */
+  holderOf(taskId: string): Promise<{ id: string; pid: number }>;
   /** SIGTERM, and wait for the exit code. */
   stop(): Promise<number | null>;
 }
@@ -117,6 +121,8 @@ export async function startFarm(
     ? new CloudTasksQueue(queuePath, { emulatorEndpoint: fake.address })
     : new SqliteQueue(queueFile);
   const base = `http://127.0.0.1:${port}`;
+  const status: Farm['status'] = async () =>
+    (await fetch(`${base}/api/status`)).json() as never;
 
   return {
     port,
@@ -134,7 +140,19 @@ export async function startFarm(
         id ? { id } : {},
       ),
     results: (count, timeoutMs) => takeResults(queue, count, timeoutMs),
-    status: async () => (await fetch(`${base}/api/status`)).json() as never,
+    status,
+    daemonsUp: async () => {
+      await waitFor(
+        async () =>
+          (await status()).daemons.every((d) => d.pid > 0) ? true : undefined,
+        30_000,
+      );
+    },
+    holderOf: (taskId) =>
+      waitFor(async () => {
+        const { daemons } = await status();
+        return daemons.find((d) => d.tasks.some((t) => t.taskId === taskId));
+      }, 30_000),
     stop: async () => {
       if (child.exitCode !== null) {
         await queue.close();
