@@ -16,6 +16,7 @@ import {
   tempPdf,
   wordBoxes,
 } from '../support/pdf';
+import { CLI } from '../support/farm';
 import { makeResourceRoot } from '../support/resources';
 import { testRenderer } from '../support/renderer';
 
@@ -271,14 +272,6 @@ describe('B05: page size and margins do not depend on the host locale', function
       style: '@page { margin: 20mm 25mm; }',
     },
   });
-  const cli = path.resolve(
-    __dirname,
-    '..',
-    '..',
-    '..',
-    'bin',
-    'render-farm.js',
-  );
 
   for (const lang of ['en_US.UTF-8', 'de_DE.UTF-8']) {
     it(`prints A4 with the text 25 mm from the left edge under LANG=${lang}`, () => {
@@ -286,7 +279,7 @@ describe('B05: page size and margins do not depend on the host locale', function
         fs.mkdtempSync(path.join(os.tmpdir(), 'rf-b05-')),
         'out.pdf',
       );
-      execFileSync('node', [cli, 'render', 'margins', '--out', out], {
+      execFileSync('node', [CLI, 'render', 'margins', '--out', out], {
         env: {
           ...process.env,
           LANG: lang,
