@@ -14,11 +14,11 @@ import type { RenderJob } from '../resources/task';
 import type { DocumentStore } from '../storage/storage';
 import type { CurrentTask, DaemonMessage, DaemonState } from './messages';
 import {
-  RESULT_TAG,
   TASK_TAG,
   failureResult,
   inlineResult,
   linkResult,
+  publishAnswer,
 } from './result';
 import type { ResultMessage } from './result';
 
@@ -247,22 +247,26 @@ export class Daemon {
 
   /** Handles one leased task to its end; never throws. */
   private async handle(task: LeasedTask): Promise<void> {
-    const { logger, config } = this.parts;
+    const { logger, config, queue } = this.parts;
     const log = logger.child({ task_id: task.id, attempt: task.attempts });
     const info: CurrentTask = {
       taskId: task.id,
+      attempt: task.attempts,
       view: '',
       sinceMs: Date.now(),
     };
     this.current.set(task.id, { task, info });
-    this.setState('rendering');
+    // A heartbeat even when already rendering: the supervisor must know of
+    // every lease held, to settle it should this daemon die.
+    this.state = 'rendering';
+    void this.heartbeat();
     const lease = this.keepLease(task, log);
     const queueWaitMs = Date.now() - task.enqueuedAt.getTime();
     let job: RenderJob | undefined;
     try {
-      // Known limit: a task that kills its daemon every time is leased
-      // once more than the attempt limit (that lease answers it without a
-      // render); the queue cannot tell a dead worker's lease from a slow one.
+      // The supervisor answers the last attempt of a task whose daemon
+      // died with it; this covers a supervisor that could not (it died
+      // too, or its copy of the lease was stale).
       if (task.attempts > config.maxAttempts) {
         throw new PermanentError(
           `gave up after ${config.maxAttempts} attempts: each one was interrupted ` +
@@ -275,7 +279,7 @@ export class Daemon {
       // ends, not at once; the render finishes and its result is dropped.
       const result = await this.renderAndStore(job, log);
       if (lease.lost()) return;
-      await this.answer(lease.current(), result.message, log);
+      await publishAnswer(queue, lease.current(), result.message, log);
       this.rendersDone++;
       this.finished(task, job, 'success', queueWaitMs, result);
       log.info('task rendered', {
@@ -332,36 +336,6 @@ export class Daemon {
   }
 
   /**
-   * Publishes the result, then acknowledges: never the other way round. A
-   * task answered before (delivered again after a lost acknowledgement) is
-   * answered with `duplicate: true`, so consumers can drop the repeat.
-   */
-  private async answer(
-    task: LeasedTask,
-    message: ResultMessage,
-    log: Logger,
-  ): Promise<void> {
-    const { queue } = this.parts;
-    const repeat = (await queue.wasAnswered?.(task.id)) ?? false;
-    const sent: ResultMessage = repeat
-      ? { ...message, duplicate: true }
-      : message;
-    if (repeat)
-      log.warn('task was answered before; marking the result a duplicate');
-    await queue.put(JSON.stringify(sent), RESULT_TAG);
-    await queue.recordAnswer?.(task.id);
-    try {
-      await this.parts.queue.acknowledge(task);
-    } catch (error) {
-      // The result is out; the task may be delivered again and answered a
-      // second time with the same pages (at-least-once delivery).
-      log.warn('acknowledge failed after the result was published', {
-        error: errorMessage(error),
-      });
-    }
-  }
-
-  /**
    * A permanent failure, or a passing one on its last attempt, gets a
    * failure result; a passing one with attempts left is given back with a
    * backoff.
@@ -384,7 +358,7 @@ export class Daemon {
           : `gave up after ${task.attempts} attempts: ${reason}`;
         this.rendersFailed++;
         log.error('task failed', { ...fields, error: text });
-        await this.answer(task, failureResult(task.id, text), log);
+        await publishAnswer(queue, task, failureResult(task.id, text), log);
         this.finished(task, job, 'failure', queueWaitMs, undefined, text);
         return;
       }
@@ -421,6 +395,7 @@ export class Daemon {
           held = renewed;
           const entry = this.current.get(task.id);
           if (entry) entry.task = renewed;
+          void this.heartbeat();
         },
         (error: unknown) => {
           if (error instanceof LeaseLostError) lost = true;
@@ -488,6 +463,11 @@ export class Daemon {
         type: 'heartbeat',
         state: this.state,
         tasks: [...this.current.values()].map((entry) => entry.info),
+        leases: [...this.current.values()].map(({ task }) => ({
+          taskId: task.id,
+          attempts: task.attempts,
+          leaseToken: task.leaseToken,
+        })),
         rendersDone: this.rendersDone,
         rendersFailed: this.rendersFailed,
         browserPid: browser.pid,

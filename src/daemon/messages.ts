@@ -9,16 +9,33 @@ export type DaemonState = 'starting' | 'idle' | 'rendering' | 'draining';
 /** The task a daemon is rendering. */
 export interface CurrentTask {
   taskId: string;
+  /** Which delivery of the task this is, counted by the queue. */
+  attempt: number;
   view: string;
   /** When the render started, epoch ms. */
   sinceMs: number;
 }
 
-/** Sent every heartbeat interval, and at once when the state changes. */
+/**
+ * A lease a daemon holds, so that its supervisor can settle the task should
+ * the daemon die with it: give it back, or answer its last attempt.
+ */
+export interface HeldLease {
+  taskId: string;
+  /** Deliveries so far, counted by the queue. */
+  attempts: number;
+  leaseToken: string;
+}
+
+/**
+ * Sent every heartbeat interval, at once when the state changes, and when a
+ * lease is taken or renewed.
+ */
 export interface HeartbeatMessage {
   type: 'heartbeat';
   state: DaemonState;
   tasks: CurrentTask[];
+  leases: HeldLease[];
   rendersDone: number;
   rendersFailed: number;
   browserPid: number;

@@ -1,3 +1,6 @@
+import { errorMessage } from '../errors';
+import type { Logger } from '../logger';
+import type { LeasedTask, TaskQueue } from '../queue/queue';
 import type { RenderJob } from '../resources/task';
 
 /** A result message, as it is put on the queue with the tag `result`. */
@@ -97,4 +100,35 @@ export function failureResult(taskId: string, error: string): ResultMessage {
 /** The size of a message as it will sit on the queue, in bytes. */
 export function messageBytes(message: ResultMessage): number {
   return Buffer.byteLength(JSON.stringify(message));
+}
+
+/**
+ * Publishes a task's result, then acknowledges the task: never the other
+ * way round. A task answered before (delivered again after a lost
+ * acknowledgement) is answered with `duplicate: true`, so consumers can drop
+ * the repeat.
+ */
+export async function publishAnswer(
+  queue: TaskQueue,
+  task: LeasedTask,
+  message: ResultMessage,
+  log: Logger,
+): Promise<void> {
+  const repeat = (await queue.wasAnswered?.(task.id)) ?? false;
+  const sent: ResultMessage = repeat
+    ? { ...message, duplicate: true }
+    : message;
+  if (repeat)
+    log.warn('task was answered before; marking the result a duplicate');
+  await queue.put(JSON.stringify(sent), RESULT_TAG);
+  await queue.recordAnswer?.(task.id);
+  try {
+    await queue.acknowledge(task);
+  } catch (error) {
+    // The result is out; the task may be delivered again and answered a
+    // second time with the same pages (at-least-once delivery).
+    log.warn('acknowledge failed after the result was published', {
+      error: errorMessage(error),
+    });
+  }
 }

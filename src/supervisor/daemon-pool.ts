@@ -8,6 +8,7 @@ import type {
   DaemonMessage,
   DaemonState,
   HeartbeatMessage,
+  HeldLease,
   TaskFinishedMessage,
 } from '../daemon/messages';
 import type { Logger } from '../logger';
@@ -21,7 +22,10 @@ import {
 export type DaemonRestartReason = 'exit' | 'heartbeat' | 'stuck' | 'manual';
 
 /** What the supervisor knows of one daemon. */
-export interface DaemonInfo extends Omit<HeartbeatMessage, 'type' | 'state'> {
+export interface DaemonInfo extends Omit<
+  HeartbeatMessage,
+  'type' | 'state' | 'leases'
+> {
   id: string;
   pid: number;
   /** The daemon's own state, or the supervisor's view while none runs. */
@@ -64,6 +68,18 @@ interface Slot {
   /** Whether the current child has sent a heartbeat yet. */
   heard: boolean;
   timer: NodeJS.Timeout | undefined;
+  /** The leases the current child last said it holds; kept from the
+   * status API, which anyone who can read the dashboard sees. */
+  leases: HeldLease[];
+}
+
+/** The leases of a daemon that died holding them. */
+export interface OrphanedLeases {
+  /** The daemon's slot id. */
+  daemon: string;
+  /** How it died, for the failure result of a last attempt. */
+  why: string;
+  leases: (HeldLease & { view: string })[];
 }
 
 /**
@@ -73,8 +89,9 @@ interface Slot {
  * exponential backoff when it keeps dying.
  *
  * Events: `task-finished` (TaskFinishedMessage & {daemon}), `daemon-restart`
- * ({id, reason}), `browser-restart` ({id, reason}), `change` (after any state
- * change).
+ * ({id, reason}), `browser-restart` ({id, reason}), `orphaned`
+ * (OrphanedLeases, once the dead daemon's processes are gone), `change`
+ * (after any state change).
  */
 export class DaemonPool extends EventEmitter {
   private readonly slots: Slot[] = [];
@@ -105,6 +122,7 @@ export class DaemonPool extends EventEmitter {
         child: undefined,
         heard: false,
         timer: undefined,
+        leases: [],
       };
       this.slots.push(slot);
       this.spawn(slot);
@@ -193,6 +211,7 @@ export class DaemonPool extends EventEmitter {
     });
     slot.child = child;
     slot.heard = false;
+    slot.leases = [];
     Object.assign(slot.info, {
       pid: child.pid ?? 0,
       state: 'starting',
@@ -228,6 +247,7 @@ export class DaemonPool extends EventEmitter {
     const info = slot.info;
     if (message.type === 'heartbeat') {
       slot.heard = true;
+      slot.leases = message.leases;
       Object.assign(info, {
         state: message.state,
         tasks: message.tasks,
@@ -264,13 +284,14 @@ export class DaemonPool extends EventEmitter {
   ): void {
     if (slot.child !== child) return;
     slot.child = undefined;
-    void this.killTree(slot, child.pid);
+    const why = signal ? `killed by ${signal}` : `exited with code ${code}`;
+    const orphans = this.takeLeases(slot, why);
+    void this.killTree(slot, child.pid).then(orphans);
     if (this.draining) {
       slot.info.state = 'stopped';
       this.emit('change');
       return;
     }
-    const why = signal ? `killed by ${signal}` : `exited with code ${code}`;
     slot.info.lastError = `daemon ${why}`;
     this.logger.warn('daemon exited; restarting it', {
       daemon: slot.info.id,
@@ -342,7 +363,8 @@ export class DaemonPool extends EventEmitter {
   private kill(slot: Slot, reason: DaemonRestartReason): void {
     const child = slot.child;
     slot.child = undefined;
-    if (child) void this.killTree(slot, child.pid);
+    const orphans = this.takeLeases(slot, `restarted: ${reason}`);
+    if (child) void this.killTree(slot, child.pid).then(orphans);
     clearTimeout(slot.timer);
     if (reason === 'manual') {
       slot.info.restarts++;
@@ -351,6 +373,30 @@ export class DaemonPool extends EventEmitter {
     } else {
       this.scheduleRestart(slot, reason);
     }
+  }
+
+  /**
+   * Takes the leases a dying daemon holds, before its slot is reset; the
+   * returned function hands them on as an `orphaned` event, to be called
+   * once the daemon's processes are gone and nothing can still use them.
+   * While draining there is none: the daemons give back their own leases,
+   * and the queue is about to close.
+   */
+  private takeLeases(slot: Slot, why: string): () => void {
+    const views = new Map(slot.info.tasks.map((t) => [t.taskId, t.view]));
+    const leases = slot.leases.map((lease) => ({
+      ...lease,
+      view: views.get(lease.taskId) || 'unknown',
+    }));
+    slot.leases = [];
+    return () => {
+      if (leases.length === 0 || this.draining) return;
+      this.emit('orphaned', {
+        daemon: slot.info.id,
+        why,
+        leases,
+      } satisfies OrphanedLeases);
+    };
   }
 
   /**

@@ -8,11 +8,13 @@ import { errorMessage } from '../errors';
 import { partLogger } from '../logger';
 import type { Logger } from '../logger';
 import { openQueue } from '../queue/open-queue';
+import { settleOrphans } from './orphans';
 import type { TaskQueue } from '../queue/queue';
 import { Catalogue } from '../resources/catalogue';
 import { createApp } from './app';
 import { PREVIEW_PATH, Preview } from './preview';
 import { DaemonPool } from './daemon-pool';
+import type { OrphanedLeases } from './daemon-pool';
 import type { SupervisorMetrics } from './metrics';
 
 /** A running supervisor. */
@@ -66,6 +68,11 @@ export async function startSupervisor(
   const port = (server.address() as AddressInfo).port;
   const env = daemonEnv(config, options.env ?? process.env, port);
   const pool = new DaemonPool(config, logger, options.daemonScript, env);
+  pool.on('orphaned', (orphans: OrphanedLeases) => {
+    void settleOrphans(orphans, queue, config, logger, (finished) =>
+      pool.emit('task-finished', finished),
+    );
+  });
   let draining: Promise<void> | undefined;
 
   const drain = () => {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { pageTexts, pdfFacts } from '../support/pdf';
 import type { Farm, Result } from '../support/farm';
-import { startFarm } from '../support/farm';
+import { startFarm, waitFor } from '../support/farm';
 import { RESOURCES_DIR, makeResourceRoot, taskFor } from '../support/resources';
 
 const PROJECT = path.resolve(__dirname, '..', '..', '..');
@@ -455,5 +455,47 @@ describe('delivery: kills, duplicates and poison tasks', function () {
     );
     expect(attempts.map((l) => l['attempt'])).to.deep.equal([1, 2, 3]);
     expect(await farm.queue.depth?.('task')).to.equal(0);
+  });
+
+  it('B18 (variant): a task whose daemon is SIGKILLed at each start is delivered 3 times, then fails once', async () => {
+    farm = await startFarm({
+      RENDER_DAEMONS: '1',
+      RENDER_RESOURCES_DIR: root,
+      RENDER_MAX_ATTEMPTS: '3',
+      RENDER_TIMEOUT_SECONDS: '20',
+      RENDER_LEASE_SECONDS: '60',
+      RENDER_LOG_LEVEL: 'warn',
+    });
+    const poison = await farm.enqueue(taskFor('slow', { wait_ms: 5000 }));
+    const deliveries: number[] = [];
+    const killed: number[] = [];
+    for (let kill = 0; kill < 3; kill++) {
+      const holder = await waitFor(async () => {
+        const daemon = await farm.holderOf(poison);
+        return killed.includes(daemon.pid) ? undefined : daemon;
+      }, 30_000);
+      deliveries.push(
+        holder.tasks.find((t) => t.taskId === poison)?.attempt ?? 0,
+      );
+      killed.push(holder.pid);
+      process.kill(holder.pid, 'SIGKILL');
+    }
+    // Each delivery came well before its 60 s lease ran out: the
+    // supervisor gave the task back as soon as its daemon was gone.
+    expect(deliveries).to.deep.equal([1, 2, 3]);
+
+    const [final, ...more] = await farm.results(2, 20_000);
+    expect(more).to.have.length(0);
+    expect(final?.task_id).to.equal(poison);
+    expect(final?.success).to.equal(false);
+    expect(String(final?.['error'])).to.equal(
+      'gave up after 3 attempts: the daemon rendering the last one died (killed by SIGKILL)',
+    );
+    // Answered and acknowledged: there is no 4th delivery to come.
+    expect(await farm.queue.depth?.('task')).to.equal(0);
+    const smoke = await farm.enqueue(taskFor('smoke'));
+    const [after] = await farm.results(1, 60_000);
+    expect(after?.task_id).to.equal(smoke);
+    expect(after?.success).to.equal(true);
   });
 });

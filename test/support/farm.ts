@@ -46,12 +46,22 @@ export interface Farm {
   results(count: number, timeoutMs: number): Promise<Result[]>;
   /** The supervisor's status API. */
   status(): Promise<{
-    daemons: { id: string; pid: number; tasks: { taskId: string }[] }[];
+    daemons: {
+      id: string;
+      pid: number;
+      tasks: { taskId: string; attempt: number }[];
+    }[];
   }>;
   /** Waits until every daemon has a process. */
   daemonsUp(): Promise<void>;
   /** Waits until a daemon holds the task; returns that daemon. */
-  holderOf(taskId: string): Promise<{ id: string; pid: number }>;
+  holderOf(
+    taskId: string,
+  ): Promise<{
+    id: string;
+    pid: number;
+    tasks: { taskId: string; attempt: number }[];
+  }>;
   /** SIGTERM, and wait for the exit code. */
   stop(): Promise<number | null>;
 }
