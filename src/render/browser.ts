@@ -206,5 +206,25 @@ function killAll(pids: number[], logger: Logger): void {
 
 /** Removes a browser's temporary profile folder; missing is fine. */
 export function removeProfile(dir: string): void {
+  // Chromium keeps its singleton socket in a folder of its own in the temp
+  // folder, linked from the profile; it removes it only on a clean exit.
+  const socketDir = singletonSocketDir(dir);
+  if (socketDir) fs.rmSync(socketDir, { recursive: true, force: true });
   fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+}
+
+/** The folder the profile's singleton socket link points into, if any. */
+function singletonSocketDir(profileDir: string): string | undefined {
+  let target: string;
+  try {
+    target = fs.readlinkSync(path.join(profileDir, 'SingletonSocket'));
+  } catch {
+    return undefined; // no browser ever ran on it, or it exited cleanly
+  }
+  const folder = path.dirname(target);
+  // Only Chromium's own folder, never whatever a link might point at.
+  return path.dirname(folder) === os.tmpdir() &&
+    /^\.?org\.chromium\.Chromium\.\w+$/.test(path.basename(folder))
+    ? folder
+    : undefined;
 }

@@ -173,6 +173,7 @@ describe('cases B08, B10, B12', function () {
 
     it('B10: 4 cycles of killing the browser mid-render leave no zombie, process or profile behind (20 cycles reduced to 4, 50 renders to 10)', async () => {
       const cycles = 4;
+      const socketDirsBefore = chromiumSocketDirs();
       const tasks: string[] = [];
       for (let cycle = 0; cycle < cycles; cycle++) {
         await h.waitReady();
@@ -203,6 +204,11 @@ describe('cases B08, B10, B12', function () {
       );
       await h.waitNoLeftovers();
       assert.ok(h.profilesSeen.size > cycles, 'the test saw every browser');
+      // Chromium's singleton-socket folders: at most the live browser's.
+      const newSocketDirs = chromiumSocketDirs().filter(
+        (d) => !socketDirsBefore.includes(d),
+      );
+      assert.ok(newSocketDirs.length <= 1, newSocketDirs.join(', '));
       // A zombie whose parent is alive is reaped a moment later: only one
       // that stays is a leak.
       await waitFor(
@@ -374,3 +380,10 @@ describe('cases B08, B10, B12', function () {
     });
   });
 });
+
+/** Chromium's own temporary folders (`org.chromium.Chromium.*`). */
+function chromiumSocketDirs(): string[] {
+  return fs
+    .readdirSync(os.tmpdir())
+    .filter((name) => /^\.?org\.chromium\./.test(name));
+}
