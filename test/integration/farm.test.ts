@@ -359,6 +359,8 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       RENDER_DAEMONS: '1',
       RENDER_RESOURCES_DIR: root,
       RENDER_LOG_LEVEL: 'warn',
+      // Every document is stored, so a stored PDF would show.
+      RENDER_INLINE_LIMIT_BYTES: '0',
     });
     await farm.daemonsUp();
     const pidBefore = (await farm.status()).daemons[0]?.pid;
@@ -369,6 +371,7 @@ describe('delivery: kills, duplicates and poison tasks', function () {
     expect(String(result?.['error']))
       .to.match(/order/)
       .and.match(/line 1/);
+    expect(attemptsOf(farm, id)).to.deep.equal([1]);
     expect(fs.existsSync(`${farm.dir}/output/${id}`)).to.equal(false);
     expect((await farm.status()).daemons[0]?.pid).to.equal(pidBefore);
   });
@@ -417,6 +420,7 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       expect(mine, `body ${i}`).to.have.length(1);
       expect(mine[0]?.success).to.equal(false);
       expect(String(mine[0]?.['error']), `body ${i}`).to.match(reason);
+      expect(attemptsOf(farm, ids[i] ?? ''), `body ${i}`).to.deep.equal([1]);
     });
     expect(results.find((r) => r.task_id === smokeId)?.success).to.equal(true);
     expect(await farm.queue.depth?.('task')).to.equal(0);
@@ -448,12 +452,7 @@ describe('delivery: kills, duplicates and poison tasks', function () {
     expect(
       results.filter((r) => smokes.includes(r.task_id) && r.success),
     ).to.have.length(10);
-    const attempts = farm.logs.filter(
-      (l) =>
-        l['task_id'] === poison &&
-        /passing reason|task failed/.test(String(l['message'])),
-    );
-    expect(attempts.map((l) => l['attempt'])).to.deep.equal([1, 2, 3]);
+    expect(attemptsOf(farm, poison)).to.deep.equal([1, 2, 3]);
     expect(await farm.queue.depth?.('task')).to.equal(0);
   });
 
@@ -499,3 +498,17 @@ describe('delivery: kills, duplicates and poison tasks', function () {
     expect(after?.success).to.equal(true);
   });
 });
+
+/**
+ * The deliveries (the queue's count) that ended in a failure or a retry of
+ * the task, from the daemons' log lines.
+ */
+function attemptsOf(farm: Farm, taskId: string): unknown[] {
+  return farm.logs
+    .filter(
+      (l) =>
+        l['task_id'] === taskId &&
+        /passing reason|task failed/.test(String(l['message'])),
+    )
+    .map((l) => l['attempt']);
+}
