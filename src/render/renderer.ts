@@ -378,6 +378,9 @@ export class Renderer {
       height: `${paper?.height}mm`,
       printBackground: true,
       preferCSSPageSize: false,
+      // Tagged, so that pdf-pages can tell the body's marks from the
+      // header and footer when it trims empty trailing pages.
+      tagged: true,
       displayHeaderFooter: true,
       headerTemplate: header,
       footerTemplate: footer,

@@ -71,6 +71,12 @@ describe('Renderer (real Chromium)', function () {
         template:
           '<section class="page" style="border: 2mm solid #000; break-after: page">COPY-MARK</section>',
       },
+      // A forced break after the last element makes Chromium print an
+      // empty last page.
+      'trailing-break': {
+        template:
+          '<section class="page">TRAIL-MARK</section><div style="break-before: page"></div>',
+      },
       'two-pages': {
         template:
           '<section class="page">PAGE-A</section><section class="page">PAGE-B</section>',
@@ -180,6 +186,14 @@ describe('Renderer (real Chromium)', function () {
     expect(output.pages).to.equal(3);
     expect(pdfFacts(output.pdf).pages).to.equal(3);
     for (const text of pages) expect(text).to.contain('COPY-MARK');
+  });
+
+  it('B03: an empty page after the last element is trimmed before copies are made', async () => {
+    const output = await renderer.render(job('trailing-break', { copies: 3 }));
+    expect(output.pages).to.equal(3);
+    expect(pdfFacts(output.pdf).pages).to.equal(3);
+    for (const text of pageTexts(output.pdf))
+      expect(text).to.contain('TRAIL-MARK');
   });
 
   it('B03: copies of a two-page resource are collated A, B, A, B', async () => {
