@@ -326,8 +326,13 @@ describe('cases B08, B10, B12', function () {
       process.kill(browserPid, 'SIGKILL');
 
       let sawBackoff = false;
+      // When the second failing launch used up the budget: no browser can
+      // have run before then.
+      let failuresOverAt = 0;
       await waitFor(
         () => {
+          if (!failuresOverAt && fs.readFileSync(budget, 'utf8').trim() === '0')
+            failuresOverAt = Date.now();
           sawBackoff ||=
             h.daemon().browserLaunchFailures > 0 &&
             h.daemon().nextBrowserLaunchMs !== undefined;
@@ -353,6 +358,18 @@ describe('cases B08, B10, B12', function () {
         (s) => s.atMs > killedAt && s.status !== 200,
       );
       assert.ok(firstBad >= 0, 'readyz went 503');
+      // From the first 503 (the crash noticed) until the failing launches
+      // are over, nothing but 503.
+      const firstBadAt = h.readySamples[firstBad]?.atMs ?? 0;
+      assert.ok(
+        failuresOverAt > firstBadAt,
+        'the budget ran out after the crash',
+      );
+      const early = h.readySamples.filter(
+        (s) =>
+          s.atMs > firstBadAt && s.atMs < failuresOverAt && s.status === 200,
+      );
+      assert.deepEqual(early, [], 'no 200 before the third launch');
       // No flapping: once /readyz answers 200 again it stays 200. (The
       // moment the test notices the new browser lags the heartbeat that
       // made /readyz true, so the samples are checked for order instead.)

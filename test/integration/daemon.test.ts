@@ -113,6 +113,10 @@ describe('Daemon (in process, real queue and browser)', function () {
       expect(results.map((r) => r['task_id'])).to.deep.equal([id, id]);
       expect(results.filter((r) => r['duplicate'] !== true)).to.have.length(1);
       expect(results[1]?.['duplicate']).to.equal(true);
+      for (const r of results) {
+        expect(r['kind']).to.equal('result#document');
+        expect(String(r['document']).length).to.be.greaterThan(1000);
+      }
       const hashes = results.map((r) =>
         createHash('sha256')
           .update(Buffer.from(String(r['document']), 'base64'))
