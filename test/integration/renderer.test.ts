@@ -93,7 +93,10 @@ describe('Renderer (real Chromium)', function () {
         template: `<iframe src="file://${secretFile}"></iframe><img src="file:///etc/hostname"><p>FILE REFS</p>`,
       },
       'outside-ref': {
-        template: `<img src="${leakUrl}"><link rel="stylesheet" href="${leakUrl}.css"><p>OUTSIDE</p>`,
+        template:
+          `<img src="${leakUrl}"><link rel="stylesheet" href="${leakUrl}.css">` +
+          `<p style="font-family: LeakFont, serif">OUTSIDE</p>`,
+        style: `@font-face { font-family: LeakFont; src: url("${leakUrl}.ttf"); }`,
       },
       busy: { template: '<script>for (;;) {}</script><p>never</p>' },
     });
@@ -255,9 +258,13 @@ describe('Renderer (real Chromium)', function () {
     const output = await renderer.render(job('outside-ref'));
     expect(pageTexts(output.pdf).join('')).to.contain('OUTSIDE');
     expect(leakHits).to.equal(0);
-    expect(output.warnings.join('\n')).to.match(
-      /refused request to http:\/\/127\.0\.0\.1:\d+\/leak/,
-    );
+    const warnings = output.warnings.join('\n');
+    for (const suffix of ['', '\\.css', '\\.ttf'])
+      expect(warnings).to.match(
+        new RegExp(
+          `refused request to http://127\\.0\\.0\\.1:\\d+/leak${suffix}\\b`,
+        ),
+      );
   });
 
   it('tears a hung render down at the deadline, then renders the next task', async () => {
