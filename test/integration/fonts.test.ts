@@ -27,8 +27,8 @@ describe('B01: web fonts are loaded before printing, without hanging pooled page
 
   before(async () => {
     // Each font file is a named pipe, written by another process 1.5 s
-    // after the test starts: a font that arrives late. The "never" pipe is
-    // not written until the test is over.
+    // after the renderer opens it: a font that arrives late, for every
+    // render alike. The "never" pipe is not written until the test is over.
     staticDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rf-static-'));
     fs.mkdirSync(path.join(staticDir, 'fonts'));
     const root = makeResourceRoot({
@@ -73,7 +73,11 @@ describe('B01: web fonts are loaded before printing, without hanging pooled page
     if (delaySeconds === undefined) return;
     spawn(
       'sh',
-      ['-c', `sleep ${delaySeconds}; cat "${PROBE_SOURCE}" > "${file}"`],
+      // Opening the pipe for writing waits for its reader.
+      [
+        '-c',
+        `exec 3> "${file}"; sleep ${delaySeconds}; cat "${PROBE_SOURCE}" >&3`,
+      ],
       {
         stdio: 'ignore',
       },
@@ -88,7 +92,10 @@ describe('B01: web fonts are loaded before printing, without hanging pooled page
         renderer.render(job('probe', { n: i + 1, font: 'late' })),
       ),
     );
-    expect(Date.now() - started).to.be.below(20_000);
+    // Every render waited for its font: none can be done in under 1.5 s.
+    expect(Date.now() - started)
+      .to.be.above(1_500)
+      .and.below(20_000);
     outputs.forEach((output, i) => {
       expect(
         pdfFonts(output.pdf).some((font) => font.endsWith(postscriptName)),
