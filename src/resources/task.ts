@@ -30,6 +30,19 @@ const REQUIRED_TEXT = [
   'url',
 ] as const;
 
+/**
+ * Longest text fields, in UTF-8 bytes. The name and the subtitle make the
+ * file name, which most file systems cap at 255 bytes; the header must fit
+ * its line in the top margin.
+ */
+const MAX_TEXT_BYTES: Record<string, number> = {
+  resource_slug: 150,
+  resource_name: 150,
+  resource_view: 150,
+  url: 1000,
+  header_text: 300,
+};
+
 /** Limits a task is checked against. */
 export interface TaskLimits {
   maxCopies: number;
@@ -147,6 +160,13 @@ function requireString(
     const expected = mayBeEmpty ? 'a string' : 'a non-empty string';
     throw new InvalidTaskError(
       `field ${field}: got ${show(value)}, expected ${expected}`,
+    );
+  }
+  const bytes = Buffer.byteLength(value, 'utf8');
+  const max = MAX_TEXT_BYTES[field] ?? Infinity;
+  if (bytes > max) {
+    throw new InvalidTaskError(
+      `field ${field}: got ${bytes} bytes, expected at most ${max}`,
     );
   }
 }

@@ -146,6 +146,16 @@ describe('parseTask', () => {
       /copies: got 1.5/,
     ],
     ['copies as text', { ...valid(), copies: '2' }, /copies: got "2"/],
+    [
+      'a header text too long for its line',
+      { ...valid(), header_text: 'X'.repeat(900_000) },
+      /field header_text: got 900000 bytes, expected at most 300/,
+    ],
+    [
+      'a resource name too long for a file name',
+      { ...valid(), resource_name: 'ā'.repeat(100) },
+      /field resource_name: got 200 bytes, expected at most 150/,
+    ],
   ];
   for (const [what, payload, message] of rejects) {
     it(`rejects ${what} with a clear error`, () => {
