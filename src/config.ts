@@ -90,7 +90,8 @@ function int(name: string, fallback: number, min: number, max: number) {
     .optional()
     .transform((raw, ctx) => {
       if (raw === undefined || raw.trim() === '') return fallback;
-      const value = Number(raw.trim());
+      // Digits only: Number() would also take 1e1, 0x2 and 0b1.
+      const value = /^-?\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
       if (!Number.isInteger(value) || value < min || value > max) {
         ctx.addIssue({
           code: 'custom',
@@ -229,6 +230,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(
       `RENDER_LEASE_SECONDS: got ${e.RENDER_LEASE_SECONDS}, expected more ` +
         `than RENDER_TIMEOUT_SECONDS (${e.RENDER_TIMEOUT_SECONDS})`,
+    );
+  }
+  if (e.RENDER_HEARTBEAT_MS >= e.RENDER_HEARTBEAT_TIMEOUT_MS) {
+    throw new ConfigError(
+      `RENDER_HEARTBEAT_MS: got ${e.RENDER_HEARTBEAT_MS}, expected less ` +
+        `than RENDER_HEARTBEAT_TIMEOUT_MS (${e.RENDER_HEARTBEAT_TIMEOUT_MS})`,
     );
   }
   const publicUrl =

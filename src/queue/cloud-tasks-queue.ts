@@ -17,7 +17,12 @@ import type { protos, v2beta2 } from '@google-cloud/tasks' with {
   'resolution-mode': 'import',
 };
 import { backOff } from 'exponential-backoff';
-import { LeaseLostError, QueueUnavailableError, errorMessage } from '../errors';
+import {
+  ConfigError,
+  LeaseLostError,
+  QueueUnavailableError,
+  errorMessage,
+} from '../errors';
 import { partLogger } from '../logger';
 import type { Logger } from '../logger';
 import { checkTaskId } from './queue';
@@ -122,6 +127,8 @@ export class CloudTasksQueue implements TaskQueue {
   private clientReady: Promise<v2beta2.CloudTasksClient> | undefined;
   private readonly retry: CloudTasksRetryPolicy;
   private readonly log: Logger;
+  /** Whether the queue is on a local emulator, without credentials. */
+  private readonly emulated: boolean;
   /** The outage under way, if calls are failing: for one log line each. */
   private outage: { sinceMs: number; failedCalls: number } | undefined;
 
@@ -145,6 +152,7 @@ export class CloudTasksQueue implements TaskQueue {
       ...emulatorOptions(options.emulatorEndpoint),
       ...options.client,
     };
+    this.emulated = Boolean(options.emulatorEndpoint);
     this.description =
       `cloud-tasks:${queuePath}` +
       (options.emulatorEndpoint ? ` via ${options.emulatorEndpoint}` : '');
@@ -301,6 +309,25 @@ export class CloudTasksQueue implements TaskQueue {
     const ready = this.clientReady;
     this.clientReady = undefined;
     if (ready !== undefined) await (await ready).close();
+  }
+
+  /**
+   * Finds the Google credentials now, so that a machine without any stops
+   * at start-up with a clear message instead of failing every call. Not
+   * needed (and skipped) on an emulator.
+   */
+  async checkCredentials(): Promise<void> {
+    if (this.emulated) return;
+    const client = await this.client();
+    try {
+      await client.auth.getClient();
+    } catch (error) {
+      throw new ConfigError(
+        `Google credentials for ${this.description}: ${errorMessage(error)}; ` +
+          'set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, ' +
+          'or run on a machine with a service account',
+      );
+    }
   }
 
   /** The generated client, loaded on first use: the package is large. */

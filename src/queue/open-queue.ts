@@ -25,9 +25,11 @@ export async function openQueue(
     // Loaded on demand: the Google client is large and the embedded default
     // does not need it.
     const { CloudTasksQueue } = await import('./cloud-tasks-queue.js');
-    return new CloudTasksQueue(spec.slice('cloud-tasks:'.length), {
+    const queue = new CloudTasksQueue(spec.slice('cloud-tasks:'.length), {
       emulatorEndpoint: options.cloudTasksEndpoint,
     });
+    await queue.checkCredentials();
+    return queue;
   }
   throw new ConfigError(
     `RENDER_QUEUE: got "${spec}", expected sqlite:FILE or cloud-tasks:projects/P/locations/L/queues/Q`,

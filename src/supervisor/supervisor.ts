@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config';
 import { describeConfig } from '../config';
-import { errorMessage } from '../errors';
+import { ConfigError, errorMessage } from '../errors';
 import { partLogger } from '../logger';
 import type { Logger } from '../logger';
 import { openQueue } from '../queue/open-queue';
@@ -60,9 +60,17 @@ export async function startSupervisor(
   const queue: TaskQueue = await openQueue(config.queue, {
     cloudTasksEndpoint: config.cloudTasksEndpoint,
   });
+  checkChromium(config.chromiumPath);
   const server = http.createServer();
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        new ConfigError(
+          `RENDER_HOST and RENDER_PORT: cannot listen on ` +
+            `${config.host}:${config.port} (${error.code ?? error.message})`,
+        ),
+      ),
+    );
     server.listen(config.port, config.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
@@ -181,5 +189,17 @@ function isAlive(pid: number): boolean {
   } catch (error) {
     // EPERM: alive but not ours; ESRCH: no such process.
     return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Stops start-up when the browser the daemons need cannot be run. */
+function checkChromium(chromiumPath: string): void {
+  try {
+    fs.accessSync(chromiumPath, fs.constants.X_OK);
+  } catch {
+    throw new ConfigError(
+      `CHROMIUM_PATH: got "${chromiumPath}", expected an executable ` +
+        'Chromium (apt-get install chromium)',
+    );
   }
 }

@@ -55,9 +55,7 @@ export interface Farm {
   /** Waits until every daemon has a process. */
   daemonsUp(): Promise<void>;
   /** Waits until a daemon holds the task; returns that daemon. */
-  holderOf(
-    taskId: string,
-  ): Promise<{
+  holderOf(taskId: string): Promise<{
     id: string;
     pid: number;
     tasks: { taskId: string; attempt: number }[];

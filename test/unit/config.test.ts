@@ -39,6 +39,11 @@ describe('loadConfig', () => {
       ConfigError,
       /RENDER_LOG_LEVEL/,
     );
+    for (const notDecimal of ['1e1', '0x2', '0b1', '2.0'])
+      expect(() => loadConfig({ RENDER_DAEMONS: notDecimal })).to.throw(
+        ConfigError,
+        /RENDER_DAEMONS: got ".*", expected a whole number/,
+      );
   });
 
   it('reports every bad variable at once', () => {
@@ -55,6 +60,10 @@ describe('loadConfig', () => {
     ).to.throw(
       ConfigError,
       /RENDER_LEASE_SECONDS: got 30, expected more than RENDER_TIMEOUT_SECONDS \(60\)/,
+    );
+    expect(() => loadConfig({ RENDER_HEARTBEAT_MS: '30000' })).to.throw(
+      ConfigError,
+      /RENDER_HEARTBEAT_MS: got 30000, expected less than RENDER_HEARTBEAT_TIMEOUT_MS/,
     );
   });
 
