@@ -318,13 +318,16 @@ export class Daemon {
     const output = await renderer.render(job);
     for (const warning of output.warnings)
       log.warn('render warning', { warning });
-    const inline = inlineResult(
-      job,
-      output.pdf,
-      output.pages,
-      output.warnings,
-      config.inlineLimitBytes,
-    );
+    const inline =
+      job.delivery === 'auto'
+        ? inlineResult(
+            job,
+            output.pdf,
+            output.pages,
+            output.warnings,
+            config.inlineLimitBytes,
+          )
+        : undefined;
     const base = { pages: output.pages, bytes: output.pdf.length };
     if (inline) return { message: inline, ...base };
     const url = await store.save(job.taskId, job.filename, output.pdf);

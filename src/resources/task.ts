@@ -21,7 +21,17 @@ export interface RenderJob {
   filename: string;
   /** Whether each copy is filled with its own random numbers. */
   copiesDiffer: boolean;
+  /**
+   * `auto`: inline when the result fits the message limit, else a link;
+   * `link`: always stored and linked.
+   */
+  delivery: Delivery;
 }
+
+/** How a task wants its document: see {@link RenderJob.delivery}. */
+export type Delivery = 'auto' | 'link';
+
+const DELIVERIES: readonly Delivery[] = ['auto', 'link'];
 
 const REQUIRED_TEXT = [
   'resource_slug',
@@ -133,6 +143,7 @@ export function checkTask(
   }
   const copies = checkCopies(task['copies'], limits.maxCopies);
   const options = checkOptions(task, manifest);
+  const delivery = checkDelivery(task['delivery']);
   const resourceName = task['resource_name'] as string;
   return {
     taskId,
@@ -143,9 +154,34 @@ export function checkTask(
     headerText: task['header_text'] as string,
     copies,
     options,
-    filename: `${resourceName} (${subtitleOf(manifest, options)}).pdf`,
+    filename: fileNameOf(resourceName, subtitleOf(manifest, options)),
     copiesDiffer: copiesDiffer(manifest, options),
+    delivery,
   };
+}
+
+/**
+ * `<resource_name> (<subtitle>).pdf`, with what a file system or a
+ * consumer's path join would take as a separator or control (`/ \ : * ? "
+ * < > |`, control characters) replaced by `_`, and no leading dot: the one
+ * name that the result, the stored file and `results --save` all use.
+ */
+export function fileNameOf(resourceName: string, subtitle: string): string {
+  const name = `${resourceName} (${subtitle}).pdf`
+    .replace(/[\u0000-\u001f\u007f/\\:*?"<>|]/g, '_')
+    .replace(/^\.+/, '_');
+  return name;
+}
+
+function checkDelivery(value: unknown): Delivery {
+  if (value === undefined) return 'auto';
+  const match = DELIVERIES.find((d) => d === value);
+  if (match === undefined) {
+    throw new InvalidTaskError(
+      `field delivery: got ${show(value)}, expected "auto" or "link"`,
+    );
+  }
+  return match;
 }
 
 function requireString(

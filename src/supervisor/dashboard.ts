@@ -80,8 +80,8 @@ export function dashboardHtml(page: DashboardPage): string {
 </section>
 <section>
   <h2>Recent results</h2>
-  <p class="note">Inline results carry their PDF in the result message; only
-    stored (linked) documents can be opened from here.</p>
+  <p class="note">Tasks enqueued here are stored and linked. Inline results
+    of other tasks carry their PDF in the result message, for their consumer.</p>
   <ol id="results">${page.results.map(resultItem).join('\n')}</ol>
 </section>
 ${page.tokenRequired ? tokenBox() : ''}

@@ -176,6 +176,8 @@
       url: location.origin + '/',
       header_text: form.elements.header_text.value,
       copies: Number(form.elements.copies.value),
+      // Stored and linked even when small, so that it opens from here.
+      delivery: 'link',
     };
     for (const select of document.querySelectorAll('#options select'))
       task[select.name] = select.value;

@@ -77,6 +77,23 @@ describe('parseTask', () => {
     );
   });
 
+  it('cleans separators and control characters out of the file name', () => {
+    const job = parse({ ...valid(), resource_name: '../a/b\\c:d*\u0000e' });
+    expect(job.filename).to.equal(
+      '__a_b_c_d__e (8 bits - with numbers - a4).pdf',
+    );
+    expect(job.filename).not.to.match(/[/\\\u0000]/);
+  });
+
+  it('delivers inline when it fits unless the task asks for a link', () => {
+    expect(parse(valid()).delivery).to.equal('auto');
+    expect(parse({ ...valid(), delivery: 'link' }).delivery).to.equal('link');
+    expect(() => parse({ ...valid(), delivery: 'email' })).to.throw(
+      InvalidTaskError,
+      /field delivery: got "email", expected "auto" or "link"/,
+    );
+  });
+
   it('ignores unknown extra keys', () => {
     expect(parse({ ...valid(), colour: 'mauve' }).filename).to.match(/^Cards/);
   });
