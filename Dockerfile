@@ -15,7 +15,6 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src/ src/
-COPY scripts/ scripts/
 RUN npm run build:app \
   && npm prune --omit=dev --no-audit --no-fund
 
@@ -24,7 +23,7 @@ FROM ${NODE_IMAGE}
 ARG WITH_GCSFUSE=false
 RUN apt-get update \
   && apt-get install -y --no-install-recommends \
-    ca-certificates chromium tini \
+    ca-certificates chromium tini procps \
     fonts-liberation2 fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji \
   && rm -rf /var/lib/apt/lists/*
 # gcsfuse comes from Google's own package repository, not Debian's.
@@ -52,15 +51,18 @@ COPY --from=build /app/dist/ dist/
 COPY bin/ bin/
 COPY resource-templates/ resource-templates/
 COPY static/ static/
-COPY scripts/ scripts/
-# The image's `node` user (uid 1000) runs everything; it owns only data/.
-RUN mkdir -p data && chown node:node data
+COPY scripts/docker-entrypoint.sh scripts/mount-bucket.sh scripts/shutdown-script.sh scripts/
+# `render-farm` on PATH; the image's `node` user (uid 1000) runs everything
+# and owns only data/.
+RUN ln -s /app/bin/render-farm.js /usr/local/bin/render-farm \
+  && mkdir -p data && chown node:node data
 USER node
 
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "require('http').get('http://127.0.0.1:' + (process.env.RENDER_PORT || 8080) + '/healthz', (res) => process.exit(res.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))"]
 # tini is PID 1: it reaps zombies (Chromium leaves some) and passes SIGTERM
-# to the supervisor, which drains.
-ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["scripts/docker-entrypoint.sh"]
+# to the supervisor, which drains. The entrypoint mounts the bucket when
+# asked to, then runs the command (by default the supervisor).
+ENTRYPOINT ["/usr/bin/tini", "--", "scripts/docker-entrypoint.sh"]
+CMD ["render-farm", "start"]

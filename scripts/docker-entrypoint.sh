@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Container entry point. Optionally mounts a Cloud Storage bucket (when both
-# RENDER_BUCKET and RENDER_BUCKET_DIR are set): the bucket's `static/` folder
-# is searched after the image's own static files, and linked documents are
-# written to its `output/` folder. Then it becomes the supervisor (exec keeps
-# the PID, so tini's SIGTERM reaches node directly) and records that PID in
-# RENDER_PID_FILE (default data/supervisor.pid) for scripts/shutdown-script.sh.
+# Container entry point: `docker-entrypoint.sh [COMMAND...]`, the command
+# being `render-farm start` when none is given. Optionally mounts a Cloud
+# Storage bucket first (when both RENDER_BUCKET and RENDER_BUCKET_DIR are
+# set): the bucket's `static/` folder is searched after the image's own
+# static files, and linked documents are written to its `output/` folder.
+# Then it becomes the command: exec keeps the PID, so tini's SIGTERM reaches
+# it directly. (The supervisor writes its own pid file, RENDER_PID_FILE, for
+# scripts/shutdown-script.sh.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +28,5 @@ elif [[ -n "${RENDER_BUCKET:-}${RENDER_BUCKET_DIR:-}" ]]; then
   exit 64
 fi
 
-pid_file="${RENDER_PID_FILE:-data/supervisor.pid}"
-mkdir -p "$(dirname "$pid_file")"
-printf '%s\n' "$$" >"$pid_file"
-exec node bin/render-farm.js start "$@"
+[[ $# -gt 0 ]] || set -- render-farm start
+exec "$@"

@@ -12,6 +12,7 @@ import { validate } from 'dockerfile-utils';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const SCRIPTS = path.join(ROOT, 'scripts');
+const ENTRYPOINT = path.join(SCRIPTS, 'docker-entrypoint.sh');
 const DOCKERFILES = ['Dockerfile', 'Dockerfile-local'];
 /** The LSP severity of an error, as dockerfile-utils reports it. */
 const SEVERITY_ERROR = 1;
@@ -153,18 +154,49 @@ describe('Dockerfiles', function () {
     });
   }
 
-  it('the production image starts the entrypoint, which starts the CLI', function () {
+  it('the production image runs render-farm start through tini and the entrypoint', function () {
+    const entry = instructions('Dockerfile').find(
+      (i) => i.keyword === 'ENTRYPOINT',
+    );
     const cmd = instructions('Dockerfile').find((i) => i.keyword === 'CMD');
-    assert.deepEqual(commandWords(cmd?.args ?? '[]'), [
+    assert.deepEqual(commandWords(entry?.args ?? '[]'), [
+      '/usr/bin/tini',
+      '--',
       'scripts/docker-entrypoint.sh',
     ]);
-    const entry = fs.readFileSync(
-      path.join(SCRIPTS, 'docker-entrypoint.sh'),
-      'utf8',
+    assert.deepEqual(commandWords(cmd?.args ?? '[]'), ['render-farm', 'start']);
+    const link = instructions('Dockerfile').find(
+      (i) =>
+        i.keyword === 'RUN' && i.args.includes('/usr/local/bin/render-farm'),
     );
-    assert.match(entry, /^exec node bin\/render-farm\.js start/m);
-    assert.ok(fs.existsSync(path.join(ROOT, 'bin', 'render-farm.js')));
-    assert.match(entry, /scripts\/mount-bucket\.sh/);
+    assert.match(link?.args ?? '', /ln -s \/app\/bin\/render-farm\.js /);
+  });
+
+  it('the entrypoint becomes its command (same pid), render-farm start by default', function () {
+    const bin = fakeBin({
+      'render-farm': 'echo "pid=$$ args=$*"',
+    });
+    const run = (args: string[]) =>
+      spawnSync(
+        'bash',
+        ['-c', 'echo "shell=$$"; exec "$0" "$@"', ENTRYPOINT, ...args],
+        { encoding: 'utf8', env: { PATH: `${bin}:/usr/bin:/bin` } },
+      );
+    const plain = run([]);
+    assert.equal(plain.status, 0, plain.stderr);
+    const shell = /shell=(\d+)/.exec(plain.stdout)?.[1];
+    assert.match(plain.stdout, new RegExp(`pid=${shell} args=start`));
+    const other = run(['render-farm', 'resources', '--json']);
+    assert.match(other.stdout, /args=resources --json/);
+  });
+
+  it('the entrypoint refuses half a bucket setting', function () {
+    const result = spawnSync(ENTRYPOINT, [], {
+      encoding: 'utf8',
+      env: { PATH: '/usr/bin:/bin', RENDER_BUCKET: 'b' },
+    });
+    assert.equal(result.status, 64);
+    assert.match(result.stderr, /set both RENDER_BUCKET and RENDER_BUCKET_DIR/);
   });
 
   it('the linter reports a broken Dockerfile (the check can fail)', function () {
