@@ -27,7 +27,7 @@ install_debian_packages() {
   local missing
   mapfile -t missing < <(missing_packages)
   [ "${#missing[@]}" -eq 0 ] && return 0
-  echo "setup: installing Debian packages: ${missing[*]}"
+  echo "setup: installing Debian packages (a few minutes the first time): ${missing[*]}"
   local sudo=()
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null || {
@@ -43,7 +43,7 @@ install_debian_packages() {
 install_node_modules() {
   local stamp=node_modules/.package-lock.json
   if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
-    echo "setup: installing npm dependencies"
+    echo "setup: installing npm dependencies (npm ci; a few minutes the first time)"
     npm ci --no-audit --no-fund
   fi
   # A native module built for another Node version (or skipped install
