@@ -352,7 +352,9 @@ export class Daemon {
   ): Promise<void> {
     const { config, queue } = this.parts;
     const reason = errorMessage(error);
-    this.lastError = reason;
+    // The dashboard's "last error" is the daemon's or its browser's; a bad
+    // task's own failure is shown with its result, not held against it.
+    if (!isPermanent(error)) this.lastError = reason;
     const fields = { resource_view: job?.manifest.view, error: reason };
     try {
       if (isPermanent(error) || task.attempts >= config.maxAttempts) {
