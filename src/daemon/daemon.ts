@@ -127,6 +127,15 @@ export class Daemon {
         if (!this.browserReady) await this.sleep(config.pollMs);
         continue;
       }
+      // A browser due for replacement takes no new work, so that the
+      // renders in hand end and the idle work can replace it: otherwise a
+      // daemon whose pages are always busy would never recycle.
+      if (this.idleRun || this.parts.renderer.recycleDue()) {
+        await this.idleWork();
+        if (this.current.size > 0 || this.idleRun)
+          await this.sleep(config.pollMs);
+        continue;
+      }
       let tasks: LeasedTask[];
       try {
         tasks = await queue.lease({
@@ -153,6 +162,9 @@ export class Daemon {
         await this.sleep(config.pollMs);
         continue;
       }
+      // An idle run (probe, recycle) that began while this lease call was
+      // out must end before the render starts in the browser it may close.
+      if (this.idleRun) await this.idleRun;
       for (const task of tasks) await this.handle(task);
       // Between renders too, not only when the queue is empty: a busy
       // daemon must still probe and recycle its browser.
@@ -175,9 +187,8 @@ export class Daemon {
   }
 
   private async idleWorkOnce(): Promise<void> {
-    // Known limit: with several pages, another loop may lease and start a
-    // render while a recycle below is under way; that render then fails as
-    // a crash and is retried. Ends when leasing waits on this run.
+    // Renders in hand: nothing to do now. The lease loops do not start a
+    // render while this runs (see loop), so none can start mid-recycle.
     if (this.current.size > 0) return;
     const { renderer, config } = this.parts;
     const now = Date.now();
@@ -190,6 +201,9 @@ export class Daemon {
     if (this.browserReady) {
       try {
         await renderer.recycleIfDue();
+        // Recycled: start the new browser now, not in the time of the next
+        // render's deadline (and without a gap in readiness).
+        if (!renderer.running) await this.launchBrowser();
       } catch (error) {
         this.setBrowserReady(false);
         this.lastError = `browser could not be recycled: ${errorMessage(error)}`;

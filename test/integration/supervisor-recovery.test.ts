@@ -546,3 +546,182 @@ describe('B12: liveness when no browser can ever start', function () {
     );
   });
 });
+
+/** Records every browser pid the daemons report, in order. */
+function recordBrowsers(h: SupervisorHarness): number[] {
+  const pids: number[] = [];
+  const note = () => {
+    for (const d of h.daemons()) {
+      if (d.browserPid && !pids.includes(d.browserPid)) pids.push(d.browserPid);
+    }
+  };
+  note();
+  h.supervisor.pool.on('change', note);
+  return pids;
+}
+
+async function restartCount(
+  h: SupervisorHarness,
+  name: string,
+  labels: Record<string, string>,
+): Promise<number> {
+  return metric(
+    parsePrometheus(await (await h.get('/metrics')).text()),
+    name,
+    labels,
+  );
+}
+
+/** Enqueues `count` smoke tasks at once; all must succeed, none retried. */
+async function smokeBatch(h: SupervisorHarness, count: number): Promise<void> {
+  const retriesBefore = await restartCount(h, 'render_retries_total', {
+    view: 'smoke',
+  });
+  const ids = await Promise.all(
+    Array.from({ length: count }, () => h.enqueue('smoke')),
+  );
+  for (const id of ids) {
+    const result = await h.waitForResult(id, 60_000);
+    assert.equal(result.success, true, result.error);
+  }
+  await sleep(500);
+  for (const id of ids) assert.equal(h.resultsOf(id).length, 1, id);
+  assert.equal(
+    (await restartCount(h, 'render_retries_total', { view: 'smoke' })) -
+      retriesBefore,
+    0,
+    'no render failed and was retried',
+  );
+}
+
+describe('browser recycling', function () {
+  this.timeout(120_000);
+
+  describe('by render count, one page', () => {
+    let h: SupervisorHarness;
+    let browsers: number[];
+
+    before(async () => {
+      h = await SupervisorHarness.start({ RENDER_BROWSER_MAX_RENDERS: '2' });
+      browsers = recordBrowsers(h);
+      await h.waitReady();
+    });
+    after(async () => h?.stop());
+
+    it('replaces the browser every 2 renders; no task fails, nothing of the old ones is left', async () => {
+      const before = await restartCount(h, 'render_browser_restarts_total', {
+        reason: 'renders',
+      });
+      const first = browsers.length;
+      await smokeBatch(h, 5);
+      const recycled =
+        (await restartCount(h, 'render_browser_restarts_total', {
+          reason: 'renders',
+        })) - before;
+      assert.ok(recycled >= 2, `${recycled} recycles for 5 renders`);
+      assert.ok(
+        browsers.length - first >= 2,
+        `browsers ${browsers.join(', ')}`,
+      );
+      await h.waitReady();
+      const live = h.daemon().browserPid;
+      await waitFor(
+        () => browsers.filter((pid) => pid !== live).every(isGone),
+        10_000,
+        'old browsers gone',
+      );
+      await h.waitNoLeftovers();
+    });
+  });
+
+  describe('by age', () => {
+    let h: SupervisorHarness;
+
+    before(async () => {
+      h = await SupervisorHarness.start({
+        RENDER_BROWSER_MAX_AGE_SECONDS: '10',
+      });
+      await h.waitReady();
+    });
+    after(async () => h?.stop());
+
+    it('replaces a browser older than RENDER_BROWSER_MAX_AGE_SECONDS while idle', async () => {
+      const before = await restartCount(h, 'render_browser_restarts_total', {
+        reason: 'age',
+      });
+      await h.waitReady();
+      const old = h.daemon().browserPid;
+      await waitFor(
+        () => h.daemon().browserPid !== 0 && h.daemon().browserPid !== old,
+        30_000,
+        'a younger browser',
+      );
+      assert.ok(
+        (await restartCount(h, 'render_browser_restarts_total', {
+          reason: 'age',
+        })) > before,
+      );
+      await waitFor(() => isGone(old), 10_000, 'the old browser gone');
+      await h.waitReady();
+      await h.waitNoLeftovers();
+      await smokeBatch(h, 1);
+    });
+  });
+
+  describe('by render count, two pages kept busy', () => {
+    let h: SupervisorHarness;
+    let browsers: number[];
+
+    before(async () => {
+      h = await SupervisorHarness.start({
+        RENDER_PAGES_PER_DAEMON: '2',
+        RENDER_BROWSER_MAX_RENDERS: '2',
+        // Two pages at once on a loaded 2-core machine: room for slow renders.
+        RENDER_TIMEOUT_SECONDS: '20',
+        RENDER_LEASE_SECONDS: '30',
+      });
+      browsers = recordBrowsers(h);
+      await h.waitReady();
+    });
+    after(async () => h?.stop());
+
+    it('recycles a busy browser between renders without failing one', async () => {
+      const before = await restartCount(h, 'render_browser_restarts_total', {
+        reason: 'renders',
+      });
+      await smokeBatch(h, 8);
+      const recycled =
+        (await restartCount(h, 'render_browser_restarts_total', {
+          reason: 'renders',
+        })) - before;
+      assert.ok(recycled >= 2, `${recycled} recycles for 8 renders`);
+      assert.ok(browsers.length >= 3, `browsers ${browsers.join(', ')}`);
+      await h.waitReady();
+      await h.waitNoLeftovers();
+    });
+  });
+
+  describe('by memory', () => {
+    let h: SupervisorHarness;
+
+    before(async () => {
+      // Below what any Chromium uses: every idle check replaces it.
+      h = await SupervisorHarness.start({ RENDER_BROWSER_MAX_MEMORY_MB: '64' });
+      await h.waitReady();
+    });
+    after(async () => h?.stop());
+
+    it('replaces a browser above RENDER_BROWSER_MAX_MEMORY_MB and still renders', async () => {
+      await waitFor(
+        async () =>
+          (await restartCount(h, 'render_browser_restarts_total', {
+            reason: 'memory',
+          })) >= 1,
+        30_000,
+        'a memory recycle',
+      );
+      await smokeBatch(h, 2);
+      await h.waitNoLeftovers(15_000);
+    });
+  });
+});
