@@ -66,6 +66,9 @@ export class Daemon {
   private launchFailures = 0;
   private nextLaunchMs = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** Heartbeats begun, and the number of the newest one sent. */
+  private heartbeatsStarted = 0;
+  private heartbeatsSent = 0;
   private loops: Promise<void>[] = [];
   private wakeUp: (() => void) | undefined;
 
@@ -476,8 +479,13 @@ export class Daemon {
   }
 
   private async heartbeat(): Promise<void> {
+    const seq = ++this.heartbeatsStarted;
     try {
       const browser = await this.parts.renderer.status();
+      // A heartbeat whose browser reading began before a newer one was sent
+      // would bring back a state already gone (a crashed browser as ready).
+      if (seq < this.heartbeatsSent) return;
+      this.heartbeatsSent = seq;
       this.parts.report({
         type: 'heartbeat',
         state: this.state,
