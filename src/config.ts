@@ -62,6 +62,11 @@ export interface Config {
   browserMaxMemoryMb: number;
   /** Time a draining supervisor gives renders to finish, in s. Default 25. */
   drainGraceSeconds: number;
+  /**
+   * Time without any ready daemon after which `/healthz` answers 503, so
+   * that an orchestrator replaces the machine, in seconds. Default 300.
+   */
+  unhealthyAfterSeconds: number;
   /** Idle wait between empty leases, in milliseconds. Default 500. */
   pollMs: number;
   /**
@@ -202,6 +207,12 @@ const schema = z.object({
     65_536,
   ),
   RENDER_DRAIN_GRACE_SECONDS: int('RENDER_DRAIN_GRACE_SECONDS', 25, 0, 3_600),
+  RENDER_UNHEALTHY_AFTER_SECONDS: int(
+    'RENDER_UNHEALTHY_AFTER_SECONDS',
+    300,
+    5,
+    86_400,
+  ),
   RENDER_POLL_MS: int('RENDER_POLL_MS', 500, 10, 60_000),
   RENDER_BROWSER_PROBE_MS: int('RENDER_BROWSER_PROBE_MS', 5_000, 100, 600_000),
   RENDER_BROWSER_PROBE_TIMEOUT_MS: int(
@@ -277,6 +288,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     browserMaxAgeSeconds: e.RENDER_BROWSER_MAX_AGE_SECONDS,
     browserMaxMemoryMb: e.RENDER_BROWSER_MAX_MEMORY_MB,
     drainGraceSeconds: e.RENDER_DRAIN_GRACE_SECONDS,
+    unhealthyAfterSeconds: e.RENDER_UNHEALTHY_AFTER_SECONDS,
     pollMs: e.RENDER_POLL_MS,
     browserProbeMs: e.RENDER_BROWSER_PROBE_MS,
     browserProbeTimeoutMs: e.RENDER_BROWSER_PROBE_TIMEOUT_MS,

@@ -66,6 +66,9 @@ export class Daemon {
   private launchFailures = 0;
   private nextLaunchMs = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** Heartbeats begun, and the number of the newest one sent. */
+  private heartbeatsStarted = 0;
+  private heartbeatsSent = 0;
   private loops: Promise<void>[] = [];
   private wakeUp: (() => void) | undefined;
 
@@ -127,6 +130,15 @@ export class Daemon {
         if (!this.browserReady) await this.sleep(config.pollMs);
         continue;
       }
+      // A browser due for replacement takes no new work, so that the
+      // renders in hand end and the idle work can replace it: otherwise a
+      // daemon whose pages are always busy would never recycle.
+      if (this.idleRun || this.parts.renderer.recycleDue()) {
+        await this.idleWork();
+        if (this.current.size > 0 || this.idleRun)
+          await this.sleep(config.pollMs);
+        continue;
+      }
       let tasks: LeasedTask[];
       try {
         tasks = await queue.lease({
@@ -153,6 +165,9 @@ export class Daemon {
         await this.sleep(config.pollMs);
         continue;
       }
+      // An idle run (probe, recycle) that began while this lease call was
+      // out must end before the render starts in the browser it may close.
+      if (this.idleRun) await this.idleRun;
       for (const task of tasks) await this.handle(task);
       // Between renders too, not only when the queue is empty: a busy
       // daemon must still probe and recycle its browser.
@@ -175,9 +190,8 @@ export class Daemon {
   }
 
   private async idleWorkOnce(): Promise<void> {
-    // Known limit: with several pages, another loop may lease and start a
-    // render while a recycle below is under way; that render then fails as
-    // a crash and is retried. Ends when leasing waits on this run.
+    // Renders in hand: nothing to do now. The lease loops do not start a
+    // render while this runs (see loop), so none can start mid-recycle.
     if (this.current.size > 0) return;
     const { renderer, config } = this.parts;
     const now = Date.now();
@@ -190,6 +204,9 @@ export class Daemon {
     if (this.browserReady) {
       try {
         await renderer.recycleIfDue();
+        // Recycled: start the new browser now, not in the time of the next
+        // render's deadline (and without a gap in readiness).
+        if (!renderer.running) await this.launchBrowser();
       } catch (error) {
         this.setBrowserReady(false);
         this.lastError = `browser could not be recycled: ${errorMessage(error)}`;
@@ -352,7 +369,9 @@ export class Daemon {
   ): Promise<void> {
     const { config, queue } = this.parts;
     const reason = errorMessage(error);
-    this.lastError = reason;
+    // The dashboard's "last error" is the daemon's or its browser's; a bad
+    // task's own failure is shown with its result, not held against it.
+    if (!isPermanent(error)) this.lastError = reason;
     const fields = { resource_view: job?.manifest.view, error: reason };
     try {
       if (isPermanent(error) || task.attempts >= config.maxAttempts) {
@@ -460,8 +479,13 @@ export class Daemon {
   }
 
   private async heartbeat(): Promise<void> {
+    const seq = ++this.heartbeatsStarted;
     try {
       const browser = await this.parts.renderer.status();
+      // A heartbeat whose browser reading began before a newer one was sent
+      // would bring back a state already gone (a crashed browser as ready).
+      if (seq < this.heartbeatsSent) return;
+      this.heartbeatsSent = seq;
       this.parts.report({
         type: 'heartbeat',
         state: this.state,

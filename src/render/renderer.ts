@@ -85,6 +85,8 @@ export class Renderer {
   private readonly waiting: (() => void)[] = [];
   private readonly restarts: Partial<Record<BrowserRestartReason, number>> = {};
   private readonly cssCache = new Map<string, string>();
+  /** The browser tree's memory as last measured, for {@link recycleDue}. */
+  private lastMemory = { pid: 0, bytes: 0 };
   private logoDataUrl: string | undefined;
 
   constructor(
@@ -146,7 +148,7 @@ export class Renderer {
       profileDir: handle?.profileDir ?? '',
       renders: handle?.renders ?? 0,
       ageMs: handle ? Date.now() - handle.launchedAtMs : 0,
-      memoryBytes: handle ? await treeMemoryBytes(handle.pid) : 0,
+      memoryBytes: handle ? await this.memoryOf(handle) : 0,
       restarts: { ...this.restarts },
     };
   }
@@ -188,6 +190,27 @@ export class Renderer {
     return this.handle?.browser.connected ?? false;
   }
 
+  /**
+   * Whether the browser is due for replacement by its renders, its age or
+   * the memory last measured; asks the browser nothing. A daemon stops
+   * leasing while it is, so that the renders in hand end and
+   * {@link recycleIfDue} can run.
+   */
+  recycleDue(): boolean {
+    const handle = this.handle;
+    if (!handle) return false;
+    const o = this.options;
+    return (
+      handle.renders >= o.browserMaxRenders ||
+      Date.now() - handle.launchedAtMs >= o.browserMaxAgeMs ||
+      // Not a browser that has rendered nothing yet: one born too big for
+      // the limit would otherwise keep the daemon from ever leasing.
+      (handle.renders > 0 &&
+        this.lastMemory.pid === handle.pid &&
+        this.lastMemory.bytes >= o.browserMaxMemoryBytes)
+    );
+  }
+
   /** Replaces the browser between renders when it is too old, big or used. */
   async recycleIfDue(): Promise<void> {
     const handle = this.handle;
@@ -197,7 +220,7 @@ export class Renderer {
     if (handle.renders >= o.browserMaxRenders) reason = 'renders';
     else if (Date.now() - handle.launchedAtMs >= o.browserMaxAgeMs)
       reason = 'age';
-    else if ((await treeMemoryBytes(handle.pid)) >= o.browserMaxMemoryBytes)
+    else if ((await this.memoryOf(handle)) >= o.browserMaxMemoryBytes)
       reason = 'memory';
     if (reason) {
       this.logger.info('recycling browser', {
@@ -207,6 +230,12 @@ export class Renderer {
       });
       await this.replace(reason);
     }
+  }
+
+  private async memoryOf(handle: BrowserHandle): Promise<number> {
+    const bytes = await treeMemoryBytes(handle.pid);
+    this.lastMemory = { pid: handle.pid, bytes };
+    return bytes;
   }
 
   /** Closes the browser and removes its profile. */

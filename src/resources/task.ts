@@ -45,7 +45,7 @@ const REQUIRED_TEXT = [
  * file name, which most file systems cap at 255 bytes; the header must fit
  * its line in the top margin.
  */
-const MAX_TEXT_BYTES: Record<string, number> = {
+export const MAX_TEXT_BYTES: Record<string, number> = {
   resource_slug: 150,
   resource_name: 150,
   resource_view: 150,

@@ -15,6 +15,7 @@ import { dashboardHtml, formResources } from './dashboard';
 import type { DashboardStatus } from './dashboard';
 import { LiveFeed } from './live-feed';
 import { SupervisorMetrics } from './metrics';
+import { QueueDepth } from './queue-depth';
 
 export { authorised } from './access';
 
@@ -57,9 +58,12 @@ export function createApp(parts: AppParts): SupervisorApp {
   const { config, pool, queue } = parts;
   const app = new Koa();
   app.on('error', (error: NodeJS.ErrnoException, ctx?: Koa.Context) => {
-    const fields = { path: ctx?.path, error: errorMessage(error) };
-    // A dashboard closing its event stream resets the connection: routine.
-    if (error.code === 'ECONNRESET' || error.code === 'EPIPE') {
+    const fields = {
+      path: ctx?.path,
+      code: error.code,
+      error: errorMessage(error),
+    };
+    if (clientWentAway(error, ctx)) {
       parts.logger.debug('client went away', fields);
     } else {
       parts.logger.error('request failed', fields);
@@ -67,16 +71,25 @@ export function createApp(parts: AppParts): SupervisorApp {
   });
   const router = new Router();
   const csrfToken = newCsrfToken();
-  const metrics = new SupervisorMetrics(pool, queue);
-  const status = () => statusOf(parts);
+  const depth = new QueueDepth(queue, TASK_TAG, parts.logger);
+  const metrics = new SupervisorMetrics(pool, depth);
+  const status = () => statusOf(parts, depth);
   const feed = new LiveFeed(pool, status, parts.logger);
   const resources = formResources(parts.catalogue.list());
+  const unhealthyAfterMs = config.unhealthyAfterSeconds * 1000;
 
+  // Liveness: 503 once no daemon has been ready for unhealthyAfterMs (a
+  // browser that can never start), so that the orchestrator replaces the
+  // container; readiness (/readyz) says at once whether work is taken.
   router.get('/healthz', (ctx) => {
-    ctx.body = { status: 'ok' };
+    const health = pool.health(unhealthyAfterMs);
+    ctx.status = health.healthy ? 200 : 503;
+    ctx.body = { status: health.healthy ? 'ok' : 'unhealthy', ...health };
   });
   router.get('/_ah/health', (ctx) => {
-    ctx.body = 'ok';
+    const health = pool.health(unhealthyAfterMs);
+    ctx.status = health.healthy ? 200 : 503;
+    ctx.body = health.healthy ? 'ok' : `unhealthy: ${health.reason}`;
   });
   router.get('/readyz', (ctx) => {
     const readiness = pool.readiness();
@@ -148,15 +161,40 @@ export function createApp(parts: AppParts): SupervisorApp {
   return { app, metrics, feed };
 }
 
-async function statusOf(parts: AppParts): Promise<DashboardStatus> {
+async function statusOf(
+  parts: AppParts,
+  depth: QueueDepth,
+): Promise<DashboardStatus> {
+  const queueDepth = await depth.read();
+  // Read after the wait for the queue, so that the daemons are current.
   const readiness = parts.pool.readiness();
   return {
     ...readiness,
     daemons: parts.pool.list(),
     queue: parts.queue.description,
-    queueDepth: parts.queue.depth ? await parts.queue.depth(TASK_TAG) : null,
+    queueDepth,
     nowMs: Date.now(),
   };
+}
+
+/** Error codes of a client that closed its connection mid-answer. */
+const GONE_CODES = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'ERR_STREAM_PREMATURE_CLOSE',
+]);
+
+/**
+ * Whether a request failed only because its client went away (a dashboard
+ * or preview closing its event stream, a reload mid-download): routine.
+ */
+function clientWentAway(
+  error: NodeJS.ErrnoException,
+  ctx: Koa.Context | undefined,
+): boolean {
+  if (error.code && GONE_CODES.has(error.code)) return true;
+  return ctx?.req.destroyed === true && ctx.req.readableAborted === true;
 }
 
 /**

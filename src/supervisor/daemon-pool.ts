@@ -37,6 +37,16 @@ export interface DaemonInfo extends Omit<
   crashStreak: number;
   /** When a daemon in backoff will be started again, epoch ms. */
   nextStartMs?: number;
+  /** How the last process of this slot ended ("exited with code 0"). */
+  lastExit?: string;
+}
+
+/** What `/healthz` says: whether the machine is worth keeping. */
+export interface PoolHealth {
+  healthy: boolean;
+  reason: string;
+  /** How long no daemon has been ready, in ms; 0 while one is. */
+  notReadyForMs: number;
 }
 
 /** A daemon that ran this long without dying resets its crash streak. */
@@ -97,6 +107,8 @@ export class DaemonPool extends EventEmitter {
   private readonly slots: Slot[] = [];
   private watchTimer: NodeJS.Timeout | undefined;
   private draining = false;
+  /** When a daemon was last seen ready (or the pool started), epoch ms. */
+  private lastReadyMs = Date.now();
 
   constructor(
     private readonly config: Config,
@@ -127,7 +139,52 @@ export class DaemonPool extends EventEmitter {
       this.slots.push(slot);
       this.spawn(slot);
     }
+    // A new farm gets the whole allowance to start its first browser.
+    this.lastReadyMs = Date.now();
     this.watchTimer = setInterval(() => this.watch(), WATCH_EVERY_MS);
+  }
+
+  /** Leases each daemon said in its last heartbeat that it holds. */
+  leaseCounts(): Map<string, number> {
+    return new Map(this.slots.map((s) => [s.info.id, s.leases.length]));
+  }
+
+  /**
+   * Unhealthy once no daemon has been ready for longer than
+   * `unhealthyAfterMs` (say, a browser that can never start): restarting
+   * the whole machine is then the only thing left to try. Draining is
+   * healthy: it ends by itself.
+   */
+  health(unhealthyAfterMs: number): PoolHealth {
+    this.noteReadiness();
+    if (this.draining)
+      return { healthy: true, reason: 'draining', notReadyForMs: 0 };
+    const ready = this.readyIds().length;
+    const notReadyForMs = ready > 0 ? 0 : Date.now() - this.lastReadyMs;
+    if (notReadyForMs > unhealthyAfterMs) {
+      return {
+        healthy: false,
+        reason:
+          `no daemon has been ready for ${Math.round(notReadyForMs / 1000)} s ` +
+          `(limit ${Math.round(unhealthyAfterMs / 1000)} s): ` +
+          this.readiness().reason,
+        notReadyForMs,
+      };
+    }
+    return {
+      healthy: true,
+      reason:
+        ready > 0
+          ? `${ready} daemon(s) ready`
+          : `no daemon ready for ${Math.round(notReadyForMs / 1000)} s, ` +
+            `unhealthy after ${Math.round(unhealthyAfterMs / 1000)} s`,
+      notReadyForMs,
+    };
+  }
+
+  /** Remembers now as the last ready moment when a daemon is ready. */
+  private noteReadiness(): void {
+    if (this.readyIds().length > 0) this.lastReadyMs = Date.now();
   }
 
   /** A snapshot of every daemon. */
@@ -263,6 +320,7 @@ export class DaemonPool extends EventEmitter {
         ...(message.lastError ? { lastError: message.lastError } : {}),
       });
       if (Date.now() - info.startedAtMs > HEALTHY_RUN_MS) info.crashStreak = 0;
+      this.noteReadiness();
     } else if (message.type === 'task-finished') {
       this.emit('task-finished', {
         ...message,
@@ -283,12 +341,20 @@ export class DaemonPool extends EventEmitter {
     signal: NodeJS.Signals | null,
   ): void {
     if (slot.child !== child) return;
+    // Ready until this moment: the pool may have been ready just now.
+    this.noteReadiness();
     slot.child = undefined;
     const why = signal ? `killed by ${signal}` : `exited with code ${code}`;
+    slot.info.lastExit = why;
     const orphans = this.takeLeases(slot, why);
     void this.killTree(slot, child.pid).then(orphans);
     if (this.draining) {
       slot.info.state = 'stopped';
+      this.logger.info('daemon stopped', {
+        daemon: slot.info.id,
+        code,
+        signal,
+      });
       this.emit('change');
       return;
     }
@@ -335,6 +401,7 @@ export class DaemonPool extends EventEmitter {
 
   /** Restarts daemons that went silent or whose render is stuck. */
   private watch(): void {
+    this.noteReadiness();
     const now = Date.now();
     const stuckAfterMs = this.config.timeoutSeconds * 2_000 + 10_000;
     for (const slot of this.slots) {
@@ -361,6 +428,7 @@ export class DaemonPool extends EventEmitter {
   }
 
   private kill(slot: Slot, reason: DaemonRestartReason): void {
+    this.noteReadiness();
     const child = slot.child;
     slot.child = undefined;
     const orphans = this.takeLeases(slot, `restarted: ${reason}`);
@@ -407,7 +475,7 @@ export class DaemonPool extends EventEmitter {
   private async killTree(slot: Slot, pid = slot.child?.pid): Promise<void> {
     if (!pid) return;
     // Read before any await: a restarted daemon overwrites them.
-    const browserPid = isChromium(slot.info.browserPid)
+    const browserPid = isChromium(slot.info.browserPid, this.logger)
       ? slot.info.browserPid
       : 0;
     const profileDir = slot.info.browserProfileDir;
@@ -430,7 +498,9 @@ export class DaemonPool extends EventEmitter {
 
   private survivors(pids: number[], profileDir: string): number[] {
     const users = profileDir ? processesUsingProfile(profileDir) : [];
-    return [...new Set([...pids, ...users])].filter(isLive);
+    return [...new Set([...pids, ...users])].filter((pid) =>
+      isLive(pid, this.logger),
+    );
   }
 
   private sigkill(slot: Slot, target: number): void {
@@ -456,7 +526,7 @@ export class DaemonPool extends EventEmitter {
       this.logger.error('processes of a killed daemon survived SIGKILL', {
         daemon: slot.info.id,
         pids: survivors,
-        commands: survivors.map(commandOf),
+        commands: survivors.map((pid) => commandOf(pid, this.logger)),
       });
       return;
     }
@@ -480,38 +550,47 @@ export class DaemonPool extends EventEmitter {
 }
 
 /** The start of a process's command line, for logs. */
-function commandOf(pid: number): string {
+function commandOf(pid: number, logger: Logger): string {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const cmdline = fs
       .readFileSync(`/proc/${pid}/cmdline`, 'utf8')
       .replace(/\0/g, ' ');
     return `${stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)} ${cmdline.slice(0, 160)}`;
-  } catch {
+  } catch (error) {
     // Gone since the check: nothing to describe.
+    logger.debug('survivor gone before it could be described', {
+      pid,
+      error: String(error),
+    });
     return '(gone)';
   }
 }
 
 /** Whether a process exists and is not a zombie (Linux /proc). */
-function isLive(pid: number): boolean {
+function isLive(pid: number, logger: Logger): boolean {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The state letter follows the parenthesised command name.
     return !/\)\s+[ZX]/.test(stat);
-  } catch {
+  } catch (error) {
     // No such process: it is gone.
+    logger.debug('killed process is gone', { pid, error: String(error) });
     return false;
   }
 }
 
 /** Whether a process id still belongs to a Chromium process. */
-function isChromium(pid: number): boolean {
+function isChromium(pid: number, logger: Logger): boolean {
   if (!pid) return false;
   try {
     return /chrom/i.test(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
-  } catch {
+  } catch (error) {
     // No such process any more: nothing to kill.
+    logger.debug('browser process already gone', {
+      pid,
+      error: String(error),
+    });
     return false;
   }
 }

@@ -1,4 +1,5 @@
 import type { Manifest } from '../resources/manifest';
+import { MAX_TEXT_BYTES } from '../resources/task';
 import type { DaemonInfo } from './daemon-pool';
 import type { RecentResult } from './live-feed';
 
@@ -14,12 +15,32 @@ export interface DashboardStatus {
   nowMs: number;
 }
 
+/** One allowed value of an option: as sent, and as shown in the list. */
+export interface FormChoice {
+  /** The value as the task carries it, as text (`true`, `8`, `a4`). */
+  value: string;
+  /** The manifest's label for it, or the value itself when it has none. */
+  label: string;
+}
+
 /** A resource as the enqueue form offers it. */
 export interface FormResource {
   view: string;
   title: string;
-  options: { name: string; label: string; values: string[]; default: string }[];
+  options: {
+    name: string;
+    label: string;
+    values: FormChoice[];
+    /** The default value, as text. */
+    default: string;
+  }[];
 }
+
+/** Longest header text a task may carry, in UTF-8 bytes (the form's box). */
+export const HEADER_TEXT_MAX_BYTES = MAX_TEXT_BYTES['header_text'] ?? 300;
+
+/** Longest `url` a task may carry, in UTF-8 bytes (the form's box). */
+export const URL_MAX_BYTES = MAX_TEXT_BYTES['url'] ?? 1000;
 
 /** What the page is drawn from. */
 export interface DashboardPage {
@@ -31,7 +52,10 @@ export interface DashboardPage {
   tokenRequired: boolean;
 }
 
-/** The enqueue form's view of the catalogue, values as text. */
+/**
+ * The enqueue form's view of the catalogue: values as text, each with the
+ * manifest's label for it (as the preview shows them).
+ */
 export function formResources(manifests: Manifest[]): FormResource[] {
   return manifests.map((m) => ({
     view: m.view,
@@ -39,7 +63,10 @@ export function formResources(manifests: Manifest[]): FormResource[] {
     options: Object.entries(m.options).map(([name, spec]) => ({
       name,
       label: spec.label,
-      values: spec.values.map(String),
+      values: spec.values.map((value) => ({
+        value: String(value),
+        label: spec.labels?.[String(value)] ?? String(value),
+      })),
       default: String(spec.default),
     })),
   }));
@@ -124,7 +151,7 @@ function daemonCard(d: DaemonInfo, nowMs: number): string {
     ['Restarts', `${d.restarts} (streak ${d.crashStreak})`],
     ['Last error', d.lastError ?? '—'],
   ];
-  return `<article class="daemon" data-id="${escapeHtml(d.id)}">
+  return `<article class="daemon ${escapeHtml(d.state)}" data-id="${escapeHtml(d.id)}">
   <h3>Daemon ${escapeHtml(d.id)} <small>pid ${d.pid}</small></h3>
   <dl>${rows.map(([k, v]) => `<dt>${k}</dt><dd>${escapeHtml(v)}</dd>`).join('')}</dl>
   <button type="button" class="restart" data-id="${escapeHtml(d.id)}">Restart</button>
@@ -142,7 +169,10 @@ function enqueueForm(resources: FormResource[]): string {
   <label>Resource <select name="resource_view" id="resource">${choices}</select></label>
   <div id="options"></div>
   <label>Copies <input name="copies" type="number" min="1" value="1" required></label>
-  <label>Header text <input name="header_text" type="text" maxlength="200"></label>
+  <label>Header text <input name="header_text" type="text" maxlength="${HEADER_TEXT_MAX_BYTES}">
+    <small class="note">at most ${HEADER_TEXT_MAX_BYTES} bytes: an accented letter takes 2</small></label>
+  <label>Page footer link <input name="url" type="url" maxlength="${URL_MAX_BYTES}" placeholder="this dashboard's address">
+    <small class="note">printed at the foot of every page; empty: this dashboard's address</small></label>
   <button type="submit">Enqueue</button>
 </form>`;
 }

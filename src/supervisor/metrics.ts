@@ -1,7 +1,7 @@
 import client from 'prom-client';
 import type { TaskFinishedMessage } from '../daemon/messages';
-import type { TaskQueue } from '../queue/queue';
 import type { DaemonPool } from './daemon-pool';
+import type { QueueDepth } from './queue-depth';
 
 /** Buckets of render time, in seconds: a one-page card up to a timeout. */
 const RENDER_SECONDS_BUCKETS = [0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120];
@@ -79,8 +79,8 @@ export class SupervisorMetrics {
     registers: [this.registry],
   });
 
-  constructor(pool: DaemonPool, queue: TaskQueue) {
-    this.addGauges(pool, queue);
+  constructor(pool: DaemonPool, depth: QueueDepth) {
+    this.addGauges(pool, depth);
     pool.on('task-finished', (message: TaskFinishedMessage) =>
       this.onTask(message),
     );
@@ -115,7 +115,7 @@ export class SupervisorMetrics {
     }
   }
 
-  private addGauges(pool: DaemonPool, queue: TaskQueue): void {
+  private addGauges(pool: DaemonPool, depth: QueueDepth): void {
     new client.Gauge({
       name: 'render_browser_memory_bytes',
       help: 'Resident memory of each daemon’s browser and its processes.',
@@ -129,12 +129,13 @@ export class SupervisorMetrics {
     });
     new client.Gauge({
       name: 'render_leases_held',
-      help: 'Tasks each daemon holds under a lease right now.',
+      help: 'Queue leases each daemon holds right now, as its last heartbeat said.',
       labelNames: ['daemon'] as const,
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const d of pool.list()) this.set({ daemon: d.id }, d.tasks.length);
+        for (const [daemon, leases] of pool.leaseCounts())
+          this.set({ daemon }, leases);
       },
     });
     new client.Gauge({
@@ -147,10 +148,12 @@ export class SupervisorMetrics {
     });
     new client.Gauge({
       name: 'render_queue_depth',
-      help: 'Tasks waiting or leased on the queue (-1 when the backend cannot tell).',
+      help:
+        'Tasks waiting or leased on the queue (-1 when the backend cannot ' +
+        'tell, refuses or does not answer).',
       registers: [this.registry],
       async collect() {
-        this.set(queue.depth ? await queue.depth('task') : -1);
+        this.set((await depth.read()) ?? -1);
       },
     });
   }

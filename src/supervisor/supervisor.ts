@@ -57,22 +57,31 @@ export async function startSupervisor(
     views: catalogue.list().map((m) => m.view),
   });
 
-  const queue: TaskQueue = await openQueue(config.queue, {
-    cloudTasksEndpoint: config.cloudTasksEndpoint,
-  });
   checkChromium(config.chromiumPath);
+  // Before anything is opened: a second supervisor on this data folder
+  // stops here instead of taking over the first one's pid file.
+  claimPidFile(config.pidFile, logger);
+  let queue: TaskQueue;
   const server = http.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (error: NodeJS.ErrnoException) =>
-      reject(
-        new ConfigError(
-          `RENDER_HOST and RENDER_PORT: cannot listen on ` +
-            `${config.host}:${config.port} (${error.code ?? error.message})`,
+  try {
+    queue = await openQueue(config.queue, {
+      cloudTasksEndpoint: config.cloudTasksEndpoint,
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (error: NodeJS.ErrnoException) =>
+        reject(
+          new ConfigError(
+            `RENDER_HOST and RENDER_PORT: cannot listen on ` +
+              `${config.host}:${config.port} (${error.code ?? error.message})`,
+          ),
         ),
-      ),
-    );
-    server.listen(config.port, config.host, () => resolve());
-  });
+      );
+      server.listen(config.port, config.host, () => resolve());
+    });
+  } catch (error) {
+    removePidFile(config.pidFile, logger);
+    throw error;
+  }
   const port = (server.address() as AddressInfo).port;
   const env = daemonEnv(config, options.env ?? process.env, port);
   const pool = new DaemonPool(config, logger, options.daemonScript, env);
@@ -114,7 +123,6 @@ export async function startSupervisor(
   preview.watch();
   app.use(preview.routes(PREVIEW_PATH));
   server.on('request', app.callback());
-  writePidFile(config.pidFile, logger);
   pool.start();
   logger.info('listening', { host: config.host, port });
 
@@ -146,14 +154,38 @@ function daemonEnv(
   return { ...env, RENDER_PUBLIC_URL: url.toString() };
 }
 
-/** Writes this process's id for scripts/shutdown-script.sh. */
-function writePidFile(file: string, logger: Logger): void {
-  const old = readPid(file);
-  if (old && old !== process.pid && isAlive(old)) {
-    logger.warn('pid file names another live process; overwriting it', {
-      file,
-      pid: old,
-    });
+/**
+ * The command line of a render-farm supervisor: `render-farm start` (the
+ * `bin/render-farm.js` entry or the npm link to it) or `cli.js start`.
+ */
+const SUPERVISOR_COMMAND = /(^|[/ ])(render-farm(\.js)?|cli\.js) start( |$)/;
+
+/**
+ * Writes this process's id for scripts/shutdown-script.sh. Refuses (a
+ * ConfigError) when the file names another live render-farm supervisor:
+ * two farms on one data folder would share the queue file and output, and
+ * the second would take the first one's pid file away. A file naming a
+ * dead process, or one that is not a render-farm, is stale and replaced.
+ */
+function claimPidFile(file: string, logger: Logger): void {
+  const old = readPid(file, logger);
+  if (old && old !== process.pid && isAlive(old, logger)) {
+    const command = commandLine(old, logger);
+    if (SUPERVISOR_COMMAND.test(command)) {
+      throw new ConfigError(
+        `RENDER_PID_FILE: ${file} names pid ${old}, a render-farm ` +
+          'supervisor that is still running; stop it first, or give this ' +
+          'one its own RENDER_PID_FILE (and queue and output folder)',
+      );
+    }
+    logger.warn(
+      'pid file names a live process that is not a render-farm; replacing it',
+      {
+        file,
+        pid: old,
+        command: command.slice(0, 160),
+      },
+    );
   }
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, `${process.pid}\n`);
@@ -161,7 +193,16 @@ function writePidFile(file: string, logger: Logger): void {
 
 /** Removes the pid file if it still names this process. */
 function removePidFile(file: string, logger: Logger): void {
-  if (readPid(file) !== process.pid) return;
+  const named = readPid(file, logger);
+  if (named !== process.pid) {
+    if (named !== undefined) {
+      logger.warn('pid file names another process now; left in place', {
+        file,
+        pid: named,
+      });
+    }
+    return;
+  }
   try {
     fs.rmSync(file, { force: true });
   } catch (error) {
@@ -172,23 +213,58 @@ function removePidFile(file: string, logger: Logger): void {
   }
 }
 
-function readPid(file: string): number | undefined {
+function readPid(file: string, logger: Logger): number | undefined {
+  let text: string;
   try {
-    const pid = Number(fs.readFileSync(file, 'utf8').trim());
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    // No pid file yet: nothing names a previous supervisor.
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    // No pid file: nothing names a previous supervisor.
+    if (code === 'ENOENT') {
+      logger.debug('no pid file', { file });
+    } else {
+      logger.warn('cannot read the pid file', {
+        file,
+        error: errorMessage(error),
+      });
+    }
     return undefined;
+  }
+  const pid = Number(text.trim());
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+/** Whether a process exists and is not a zombie. */
+function isAlive(pid: number, logger: Logger): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    // EPERM: alive but not ours; ESRCH: no such process.
+    const code = (error as NodeJS.ErrnoException).code;
+    logger.debug('pid file process checked', { pid, code });
+    return code === 'EPERM';
+  }
+  try {
+    return !/\)\s+[ZX]/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch (error) {
+    logger.debug('no /proc entry for the pid file process', {
+      pid,
+      error: errorMessage(error),
+    });
+    return true;
   }
 }
 
-function isAlive(pid: number): boolean {
+/** A process's command line, arguments joined by spaces; empty if unknown. */
+function commandLine(pid: number, logger: Logger): string {
   try {
-    process.kill(pid, 0);
-    return true;
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
   } catch (error) {
-    // EPERM: alive but not ours; ESRCH: no such process.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    logger.debug('cannot read the command line of the pid file process', {
+      pid,
+      error: errorMessage(error),
+    });
+    return '';
   }
 }
 
@@ -196,10 +272,11 @@ function isAlive(pid: number): boolean {
 function checkChromium(chromiumPath: string): void {
   try {
     fs.accessSync(chromiumPath, fs.constants.X_OK);
-  } catch {
+  } catch (error) {
     throw new ConfigError(
       `CHROMIUM_PATH: got "${chromiumPath}", expected an executable ` +
-        'Chromium (apt-get install chromium)',
+        `Chromium (apt-get install chromium); ${errorMessage(error)}`,
+      { cause: error },
     );
   }
 }

@@ -24,7 +24,8 @@
     return Math.max(0, Math.round(ms / 1000)) + ' s';
   }
 
-  function daemonCard(d, nowMs) {
+  /** The rows of a daemon's card: [label, text]. */
+  function daemonRows(d, nowMs) {
     const task = d.tasks[0];
     let state = d.state;
     if (d.nextStartMs)
@@ -33,7 +34,7 @@
       state +=
         ' (browser launch in ' + seconds(d.nextBrowserLaunchMs - nowMs) + ')';
     }
-    const rows = [
+    return [
       ['State', state],
       [
         'Task',
@@ -61,39 +62,100 @@
       ['Restarts', d.restarts + ' (streak ' + d.crashStreak + ')'],
       ['Last error', d.lastError || '—'],
     ];
+  }
+
+  /** An empty card for a daemon, in the page's structure. */
+  function newCard(id, rowCount) {
     const list = el('dl');
-    for (const [key, value] of rows) {
-      list.append(
-        el('dt', { textContent: key }),
-        el('dd', { textContent: value }),
-      );
-    }
+    for (let i = 0; i < rowCount; i++) list.append(el('dt'), el('dd'));
     const button = el('button', {
       type: 'button',
       className: 'restart',
       textContent: 'Restart',
     });
-    button.dataset.id = d.id;
-    const card = el('article', { className: 'daemon ' + d.state }, [
-      el('h3', { textContent: 'Daemon ' + d.id + ' ' }, [
-        el('small', { textContent: 'pid ' + d.pid }),
-      ]),
+    button.dataset.id = id;
+    const card = el('article', { className: 'daemon' }, [
+      el('h3', {}, ['Daemon ' + id + ' ', el('small')]),
       list,
       button,
     ]);
-    card.dataset.id = d.id;
+    card.dataset.id = id;
     return card;
+  }
+
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  /**
+   * Updates a card in place: only texts and classes change, so a button
+   * the operator is about to click (or has focused) stays the same element.
+   */
+  function updateCard(card, d, nowMs) {
+    const rows = daemonRows(d, nowMs);
+    const className = 'daemon ' + d.state;
+    if (card.className !== className) card.className = className;
+    setText(card.querySelector('h3 small'), 'pid ' + d.pid);
+    const terms = card.querySelectorAll('dl > dt');
+    const values = card.querySelectorAll('dl > dd');
+    rows.forEach(([key, value], i) => {
+      setText(terms[i], key);
+      setText(values[i], value);
+    });
+    const button = card.querySelector('button.restart');
+    // A restart asked for from here is over once another process runs.
+    if (
+      button.disabled &&
+      button.dataset.restartingPid &&
+      d.pid &&
+      String(d.pid) !== button.dataset.restartingPid
+    ) {
+      button.disabled = false;
+      delete button.dataset.restartingPid;
+    }
+  }
+
+  /** Whether a card (drawn by the server or by us) has the rows we fill. */
+  function fits(card, rowCount) {
+    return (
+      card.querySelector('h3 small') &&
+      card.querySelector('button.restart') &&
+      card.querySelectorAll('dl > dt').length === rowCount &&
+      card.querySelectorAll('dl > dd').length === rowCount
+    );
   }
 
   function showStatus(status) {
     const readiness = document.getElementById('readiness');
-    readiness.textContent = status.reason;
+    setText(readiness, status.reason);
     readiness.className = status.ready ? 'ok' : 'bad';
-    document.getElementById('queue-depth').textContent =
-      status.queueDepth === null ? 'unknown' : String(status.queueDepth);
-    daemonsBox.replaceChildren(
-      ...status.daemons.map((d) => daemonCard(d, status.nowMs)),
+    setText(
+      document.getElementById('queue-depth'),
+      status.queueDepth === null ? 'unknown' : String(status.queueDepth),
     );
+    const cards = new Map();
+    for (const card of daemonsBox.querySelectorAll(':scope > .daemon'))
+      cards.set(card.dataset.id, card);
+    const wanted = new Set(status.daemons.map((d) => d.id));
+    for (const [id, card] of cards) {
+      if (!wanted.has(id)) {
+        card.remove();
+        cards.delete(id);
+      }
+    }
+    status.daemons.forEach((d, index) => {
+      const rowCount = daemonRows(d, status.nowMs).length;
+      let card = cards.get(d.id);
+      if (card && !fits(card, rowCount)) {
+        card.remove();
+        card = undefined;
+      }
+      if (!card) card = newCard(d.id, rowCount);
+      updateCard(card, d, status.nowMs);
+      // Moved only when out of place: moving would drop the focus too.
+      const here = daemonsBox.children[index];
+      if (here !== card) daemonsBox.insertBefore(card, here || null);
+    });
   }
 
   function resultItem(r) {
@@ -133,12 +195,12 @@
     if (!resource) return;
     for (const option of resource.options) {
       const select = el('select', { name: option.name });
-      for (const value of option.values) {
+      for (const choice of option.values) {
         select.append(
           el('option', {
-            value: value,
-            textContent: value,
-            selected: value === option.default,
+            value: choice.value,
+            textContent: choice.label,
+            selected: choice.value === option.default,
           }),
         );
       }
@@ -173,7 +235,9 @@
       resource_slug: view,
       resource_name: resource ? resource.title : view,
       resource_view: view,
-      url: location.origin + '/',
+      // The link printed at the foot of every page: the operator's, or
+      // this dashboard's own address.
+      url: form.elements.url.value.trim() || location.origin + '/',
       header_text: form.elements.header_text.value,
       copies: Number(form.elements.copies.value),
       // Stored and linked even when small, so that it opens from here.
@@ -196,6 +260,12 @@
     const button = event.target.closest('button.restart');
     if (!button) return;
     button.disabled = true;
+    // Enabled again when the card shows another process (or after 15 s).
+    const pid = button.closest('.daemon').querySelector('h3 small');
+    button.dataset.restartingPid = pid.textContent.replace('pid ', '');
+    setTimeout(() => {
+      button.disabled = false;
+    }, 15000);
     try {
       await post(
         '/api/daemons/' + encodeURIComponent(button.dataset.id) + '/restart',

@@ -2,15 +2,29 @@
 // metrics that match the tasks run, access control (admin token, loopback,
 // CSRF), the files of the embedded default, the pid file, and drain.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import Database from 'better-sqlite3';
 import type Koa from 'koa';
 import type { Config } from '../../src/config';
+import { startFakeCloudTasks } from '../../src/queue/fake-cloud-tasks-server';
+import type { FakeCloudTasks } from '../../src/queue/fake-cloud-tasks-server';
 import { SqliteQueue } from '../../src/queue/sqlite-queue';
 import { authorised, sameOrigin } from '../../src/supervisor/access';
+import { CLI, startFarm } from '../support/farm';
+import type { Farm } from '../support/farm';
+import type { LogRecorder } from '../support/supervisor-harness';
 import {
+  FIXTURE_RESOURCES,
+  PROJECT_ROOT,
   SupervisorHarness,
   metric,
   parsePrometheus,
+  recordLogs,
+  sleep,
   taskFor,
   waitFor,
 } from '../support/supervisor-harness';
@@ -67,6 +81,27 @@ describe('supervisor HTTP', function () {
         fs.readFileSync(h.config.pidFile, 'utf8').trim(),
         String(process.pid),
       );
+    });
+  });
+
+  describe('leases', () => {
+    it('render_leases_held counts the leases a daemon holds', async () => {
+      const held = async () =>
+        metric(
+          parsePrometheus(await (await h.get('/metrics')).text()),
+          'render_leases_held',
+          { daemon: '1' },
+        );
+      const id = await h.enqueue('slow', { wait_ms: 3000 });
+      await waitFor(
+        () => h.daemon().tasks.some((t) => t.taskId === id),
+        15_000,
+        'rendering',
+      );
+      assert.equal(await held(), 1);
+      await h.waitForResult(id);
+      await waitFor(() => h.daemon().tasks.length === 0, 5_000, 'idle');
+      assert.equal(await held(), 0);
     });
   });
 
@@ -268,8 +303,188 @@ describe('supervisor HTTP', function () {
     });
   });
 
-  describe('drain', () => {
-    it('drains on an authenticated POST /api/drain: the task in hand is answered or given back, the pid file removed', async () => {
+  describe('event streams', () => {
+    it('treats a dashboard or preview closing its event stream as routine, not an error', async () => {
+      const logs = recordLogs();
+      try {
+        for (const pathname of ['/api/events', '/preview/events']) {
+          for (let i = 0; i < 3; i++) {
+            const abort = new AbortController();
+            const response = await fetch(h.baseUrl + pathname, {
+              signal: abort.signal,
+            });
+            assert.equal(response.status, 200, pathname);
+            const reader = response.body?.getReader();
+            await reader?.read();
+            abort.abort();
+          }
+        }
+        // Let the server notice the closed connections.
+        await sleep(1_000);
+        const errors = logs.lines.filter((l) => l['level'] === 'error');
+        assert.deepEqual(errors, [], 'no error logged');
+        assert.equal((await h.get('/healthz')).status, 200);
+      } finally {
+        logs.stop();
+      }
+    });
+  });
+});
+
+describe('supervisor HTTP with Cloud Tasks refusing ListTasks', function () {
+  this.timeout(60_000);
+  let fake: FakeCloudTasks;
+  let h: SupervisorHarness;
+  let logs: LogRecorder;
+
+  before(async () => {
+    fake = await startFakeCloudTasks({ port: 0 });
+    // The service account may lease and acknowledge, not list.
+    fake.failNext('ListTasks', grpc.status.PERMISSION_DENIED, 1_000_000);
+    logs = recordLogs();
+    h = await SupervisorHarness.start({
+      RENDER_QUEUE: `cloud-tasks:projects/test/locations/here/queues/q-${randomUUID()}`,
+      RENDER_CLOUD_TASKS_ENDPOINT: fake.address,
+      METADATA_SERVER_DETECTION: 'none',
+    });
+  });
+  after(async () => {
+    logs?.stop();
+    await h?.stop();
+    await fake?.stop();
+  });
+
+  it('shows the depth as unknown on /, /api/status and /metrics, logged once, and again once it can be read', async () => {
+    for (let round = 0; round < 3; round++) {
+      const page = await h.get('/');
+      assert.equal(page.status, 200);
+      assert.match(
+        await page.text(),
+        /<strong id="queue-depth">unknown<\/strong>/,
+      );
+      const status = await h.get('/api/status');
+      assert.equal(status.status, 200);
+      assert.equal(
+        ((await status.json()) as { queueDepth: unknown }).queueDepth,
+        null,
+      );
+      const metrics = await h.get('/metrics');
+      assert.equal(metrics.status, 200);
+      assert.equal(
+        metric(parsePrometheus(await metrics.text()), 'render_queue_depth'),
+        -1,
+      );
+      // Past the second a reading is shared: each round asks the queue.
+      await sleep(1_100);
+    }
+    const warned = logs.lines.filter(
+      (l) =>
+        l['message'] ===
+        'cannot read the queue depth; shown as unknown until it can',
+    );
+    assert.equal(warned.length, 1, 'one warning for the whole episode');
+    assert.equal(warned[0]?.['level'], 'warn');
+    assert.match(
+      String(warned[0]?.['error']),
+      /PERMISSION_DENIED|injected fault/,
+    );
+    assert.equal(
+      logs.lines.filter((l) => l['message'] === 'request failed').length,
+      0,
+    );
+
+    fake.failNext('ListTasks', grpc.status.PERMISSION_DENIED, 0);
+    await sleep(1_100);
+    const status = (await (await h.get('/api/status')).json()) as {
+      queueDepth: unknown;
+    };
+    assert.equal(status.queueDepth, 0);
+    assert.ok(
+      logs.lines.some((l) => l['message'] === 'queue depth can be read again'),
+    );
+  });
+});
+
+describe('supervisor pid file', function () {
+  this.timeout(60_000);
+  let farm: Farm | undefined;
+
+  after(async () => {
+    if (farm?.process.exitCode === null) await farm.stop();
+  });
+
+  it('refuses a second supervisor on the same pid file, and the first keeps its file', async () => {
+    farm = await startFarm({
+      RENDER_DAEMONS: '1',
+      RENDER_RESOURCES_DIR: FIXTURE_RESOURCES,
+    });
+    const pidFile = path.join(farm.dir, 'supervisor.pid');
+    const firstPid = farm.process.pid;
+    assert.equal(fs.readFileSync(pidFile, 'utf8').trim(), String(firstPid));
+
+    const second = spawnSync('node', [CLI, 'start'], {
+      env: {
+        ...process.env,
+        RENDER_QUEUE: `sqlite:${path.join(farm.dir, 'second.db')}`,
+        RENDER_OUTPUT_DIR: path.join(farm.dir, 'second-output'),
+        RENDER_RESOURCES_DIR: FIXTURE_RESOURCES,
+        RENDER_PID_FILE: pidFile,
+        RENDER_PORT: '0',
+        RENDER_DAEMONS: '1',
+      },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.equal(second.status, 2, second.stderr);
+    assert.match(second.stderr, /RENDER_PID_FILE/);
+    assert.match(
+      second.stderr,
+      new RegExp(
+        `names pid ${firstPid}, a render-farm supervisor that is still running`,
+      ),
+    );
+    assert.doesNotMatch(second.stdout, /serving on/);
+    assert.equal(fs.readFileSync(pidFile, 'utf8').trim(), String(firstPid));
+
+    // A pid file naming some other live process is stale: replaced.
+    assert.equal(await farm.stop(), 0);
+    assert.equal(fs.existsSync(pidFile), false, 'removed by its owner');
+    fs.writeFileSync(pidFile, `${process.pid}\n`);
+    farm = await startFarm({
+      RENDER_DAEMONS: '1',
+      RENDER_RESOURCES_DIR: FIXTURE_RESOURCES,
+      RENDER_PID_FILE: pidFile,
+    });
+    assert.equal(
+      fs.readFileSync(pidFile, 'utf8').trim(),
+      String(farm.process.pid),
+    );
+    assert.ok(
+      farm.logs.some((l) =>
+        String(l['message']).startsWith(
+          'pid file names a live process that is not a render-farm',
+        ),
+      ),
+    );
+    // Only its own pid file is removed: one naming someone else stays.
+    fs.writeFileSync(pidFile, `${process.pid}\n`);
+    assert.equal(await farm.stop(), 0);
+    assert.equal(fs.readFileSync(pidFile, 'utf8').trim(), String(process.pid));
+  });
+});
+
+describe('supervisor drain', function () {
+  this.timeout(90_000);
+
+  it('finishes a render well inside the grace, answers it, and every process exits 0', async () => {
+    const h = await SupervisorHarness.start({
+      RENDER_ADMIN_TOKEN: TOKEN,
+      RENDER_DRAIN_GRACE_SECONDS: '20',
+      RENDER_TIMEOUT_SECONDS: '20',
+      RENDER_LEASE_SECONDS: '30',
+    });
+    try {
+      await h.waitReady();
       const id = await h.enqueue('slow', { wait_ms: 3000 });
       await waitFor(
         () => h.daemon().tasks.some((t) => t.taskId === id),
@@ -281,19 +496,79 @@ describe('supervisor HTTP', function () {
       await h.supervisor.drain();
 
       assert.equal(h.daemon().state, 'stopped');
+      assert.equal(h.daemon().lastExit, 'exited with code 0');
       assert.equal(fs.existsSync(h.config.pidFile), false);
-      const answered =
-        h.resultsOf(id).length === 1 && h.attemptsOf(id) === undefined;
-      const givenBack =
-        h.resultsOf(id).length === 0 && h.leaseUntilOf(id) === 0;
-      assert.ok(
-        answered || givenBack,
-        'finished within the grace, or given back',
-      );
+      const results = h.resultsOf(id);
+      assert.equal(results.length, 1, 'answered once');
+      assert.equal(results[0]?.success, true, results[0]?.error);
+      assert.equal(h.attemptsOf(id), undefined, 'acknowledged');
       assert.equal(
         (await fetch(`${h.baseUrl}/healthz`).catch(() => null))?.status,
         undefined,
+        'no longer serving',
       );
+    } finally {
+      await h.stop();
+    }
+  });
+
+  it('gives back a render longer than the grace; it is answered later, once, and every process exits 0', async () => {
+    const farm = await startFarm({
+      RENDER_DAEMONS: '1',
+      RENDER_RESOURCES_DIR: FIXTURE_RESOURCES,
+      RENDER_STATIC_DIRS: path.join(PROJECT_ROOT, 'static'),
+      RENDER_DRAIN_GRACE_SECONDS: '1',
     });
+    const queueFile = path.join(farm.dir, 'queue.db');
+    let later: SupervisorHarness | undefined;
+    try {
+      await farm.daemonsUp();
+      const id = await farm.enqueue(taskFor('slow', { wait_ms: 3000 }));
+      const holder = await farm.holderOf(id);
+      assert.equal(await farm.stop(), 0, 'the supervisor exited 0');
+      const stopped = farm.logs.filter(
+        (l) => l['message'] === 'daemon stopped' && l['part'] === 'supervisor',
+      );
+      assert.deepEqual(
+        stopped.map((l) => [l['daemon'], l['code'], l['signal']]),
+        [['1', 0, null]],
+        'the daemon exited 0',
+      );
+      assert.ok(
+        farm.logs.some(
+          (l) =>
+            l['message'] === 'gave back the lease of an unfinished task' &&
+            l['task_id'] === id &&
+            l['pid'] === holder.pid,
+        ),
+        'the daemon gave the lease back',
+      );
+
+      const db = new Database(queueFile, { readonly: true });
+      const row = db
+        .prepare('SELECT lease_until_ms, attempts FROM tasks WHERE id = ?')
+        .get(id) as { lease_until_ms: number; attempts: number } | undefined;
+      const answers = db
+        .prepare("SELECT COUNT(*) AS n FROM tasks WHERE tag = 'result'")
+        .get() as { n: number };
+      db.close();
+      assert.deepEqual(
+        row,
+        { lease_until_ms: 0, attempts: 1 },
+        'given back, not left leased',
+      );
+      assert.equal(answers.n, 0, 'not answered before the drain ended');
+
+      later = await SupervisorHarness.start({
+        RENDER_QUEUE: `sqlite:${queueFile}`,
+      });
+      const result = await later.waitForResult(id, 30_000);
+      assert.equal(result.success, true, result.error);
+      await sleep(1_000);
+      assert.equal(later.resultsOf(id).length, 1, 'answered exactly once');
+    } finally {
+      await later?.stop();
+      fs.rmSync(farm.dir, { recursive: true, force: true });
+    }
   });
 });

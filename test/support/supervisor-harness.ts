@@ -10,7 +10,9 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { loadConfig } from '../../src/config';
 import type { Config } from '../../src/config';
-import { setLogLevel } from '../../src/logger';
+import { Writable } from 'node:stream';
+import winston from 'winston';
+import { rootLogger, setLogLevel } from '../../src/logger';
 import { PROFILE_PREFIX } from '../../src/render/browser';
 import type { DaemonInfo } from '../../src/supervisor/daemon-pool';
 import { startSupervisor } from '../../src/supervisor/supervisor';
@@ -76,6 +78,13 @@ export interface ReadySample {
   status: number;
 }
 
+/** A change of the pool's readiness, seen in this process. */
+export interface ReadyChange {
+  /** When it was seen, epoch ms (at most 25 ms late). */
+  atMs: number;
+  ready: boolean;
+}
+
 /** A running supervisor under test and its probes. */
 export class SupervisorHarness {
   readonly baseUrl: string;
@@ -83,9 +92,13 @@ export class SupervisorHarness {
   readonly profilesSeen = new Set<string>();
   /** /readyz over time while sampling runs. */
   readonly readySamples: ReadySample[] = [];
-  private readonly db: Database.Database;
+  /** The pool's own readiness changes while sampling runs. */
+  readonly readyChanges: ReadyChange[] = [];
+  private readonly db: Database.Database | undefined;
   private readonly watcher: NodeJS.Timeout;
   private sampler: NodeJS.Timeout | undefined;
+  private poolWatcher: NodeJS.Timeout | undefined;
+  private readonly onChange = () => this.recordReadiness();
 
   private constructor(
     readonly dir: string,
@@ -94,10 +107,14 @@ export class SupervisorHarness {
     readonly supervisor: RunningSupervisor,
   ) {
     this.baseUrl = `http://127.0.0.1:${supervisor.port}`;
-    this.db = new Database(path.join(dir, 'queue.db'), {
-      readonly: true,
-      fileMustExist: true,
-    });
+    // Results are read straight from an SQLite queue; other backends have
+    // their own probes.
+    this.db = config.queue.startsWith('sqlite:')
+      ? new Database(config.queue.slice('sqlite:'.length), {
+          readonly: true,
+          fileMustExist: true,
+        })
+      : undefined;
     this.watcher = setInterval(() => this.recordProfiles(), 100);
   }
 
@@ -123,7 +140,7 @@ export class SupervisorHarness {
       ...env,
     };
     const config = loadConfig(full);
-    setLogLevel(config.logLevel);
+    if (recorders === 0) setLogLevel(config.logLevel);
     const supervisor = await startSupervisor(config, {
       handleSignals: false,
       env: full,
@@ -177,7 +194,7 @@ export class SupervisorHarness {
 
   /** Every result message on the queue (read without taking them). */
   results(): QueueResult[] {
-    const rows = this.db
+    const rows = this.sqlite()
       .prepare("SELECT payload FROM tasks WHERE tag = 'result' ORDER BY seq")
       .all() as { payload: Buffer }[];
     return rows.map(
@@ -205,7 +222,7 @@ export class SupervisorHarness {
 
   /** Deliveries of a task still on the queue, or undefined once acked. */
   attemptsOf(taskId: string): number | undefined {
-    const row = this.db
+    const row = this.sqlite()
       .prepare('SELECT attempts FROM tasks WHERE id = ?')
       .get(taskId) as { attempts: number } | undefined;
     return row?.attempts;
@@ -213,7 +230,7 @@ export class SupervisorHarness {
 
   /** When a task's lease ends, epoch ms (0: given back), or undefined once acked. */
   leaseUntilOf(taskId: string): number | undefined {
-    const row = this.db
+    const row = this.sqlite()
       .prepare('SELECT lease_until_ms FROM tasks WHERE id = ?')
       .get(taskId) as { lease_until_ms: number } | undefined;
     return row?.lease_until_ms;
@@ -240,9 +257,17 @@ export class SupervisorHarness {
     });
   }
 
-  /** Polls /readyz every `everyMs` into {@link readySamples}. */
+  /**
+   * Polls /readyz every `everyMs` into {@link readySamples}, and records
+   * the pool's own readiness changes into {@link readyChanges}.
+   */
   startSampling(everyMs = 200): void {
     this.readySamples.length = 0;
+    this.readyChanges.length = 0;
+    this.recordReadiness();
+    this.supervisor.pool.on('change', this.onChange);
+    // Readiness also lapses with time (a heartbeat too old), without an event.
+    this.poolWatcher = setInterval(this.onChange, 25);
     const sample = () => {
       const sentMs = Date.now();
       this.get('/readyz').then(
@@ -269,6 +294,28 @@ export class SupervisorHarness {
   /** Stops polling /readyz. */
   stopSampling(): void {
     clearInterval(this.sampler);
+    clearInterval(this.poolWatcher);
+    this.supervisor.pool.off('change', this.onChange);
+  }
+
+  /** The first readiness change to `ready` at or after `fromMs`. */
+  changeTo(ready: boolean, fromMs: number): ReadyChange | undefined {
+    return this.readyChanges.find((c) => c.ready === ready && c.atMs >= fromMs);
+  }
+
+  private recordReadiness(): void {
+    const ready = this.supervisor.pool.readyIds().length > 0;
+    const last = this.readyChanges[this.readyChanges.length - 1];
+    if (last?.ready !== ready)
+      this.readyChanges.push({ atMs: Date.now(), ready });
+  }
+
+  private sqlite(): Database.Database {
+    assert.ok(
+      this.db,
+      `results are read from SQLite, not ${this.config.queue}`,
+    );
+    return this.db;
   }
 
   /**
@@ -308,7 +355,7 @@ export class SupervisorHarness {
     this.stopSampling();
     await this.supervisor.drain();
     this.recordProfiles();
-    this.db.close();
+    this.db?.close();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 
@@ -317,6 +364,51 @@ export class SupervisorHarness {
       if (d.browserProfileDir) this.profilesSeen.add(d.browserProfileDir);
     }
   }
+}
+
+/** Log recorders running: harnesses then leave the log level alone. */
+let recorders = 0;
+
+/** Log lines of this process (the supervisor's), recorded at every level. */
+export interface LogRecorder {
+  lines: Record<string, unknown>[];
+  /** Stops recording and puts the level back. */
+  stop(): void;
+}
+
+/**
+ * Records every log line of this process from now on, debug included,
+ * while the console keeps printing only what it printed before.
+ */
+export function recordLogs(
+  consoleLevel = FAST_ENV['RENDER_LOG_LEVEL'] ?? 'error',
+): LogRecorder {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    objectMode: true,
+    write(entry: Record<string, unknown>, _encoding, done) {
+      lines.push({ ...entry });
+      done();
+    },
+  });
+  const transport = new winston.transports.Stream({ stream: sink });
+  const level = rootLogger.level;
+  const consoles = rootLogger.transports.filter(
+    (t) => t instanceof winston.transports.Console,
+  );
+  for (const console of consoles) console.level = consoleLevel;
+  rootLogger.add(transport);
+  rootLogger.level = 'debug';
+  recorders++;
+  return {
+    lines,
+    stop() {
+      recorders--;
+      rootLogger.remove(transport);
+      rootLogger.level = level;
+      for (const console of consoles) console.level = undefined;
+    },
+  };
 }
 
 /** A valid task for a fixture view. */
