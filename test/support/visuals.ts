@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import pixelmatch from 'pixelmatch';
@@ -79,4 +80,197 @@ export function writeApproved(view: string, pngs: Buffer[]): void {
       fs.rmSync(path.join(APPROVED_DIR, name));
   }
   pngs.forEach((png, i) => fs.writeFileSync(approvedPath(view, i + 1), png));
+}
+
+/** A rectangle on a page, in PDF points from the top left corner. */
+export interface Box {
+  xMin: number;
+  yMin: number;
+  xMax: number;
+  yMax: number;
+}
+
+/** An RGB colour, each channel 0 to 255. */
+export type Rgb = [number, number, number];
+
+/** One rasterised page: its RGBA pixels and the resolution they were made at. */
+export interface Raster {
+  width: number;
+  height: number;
+  /** Dots per inch of the rasterisation. */
+  dpi: number;
+  data: Buffer;
+}
+
+/**
+ * Rasterises pages of a PDF (a file or its bytes) with `pdftoppm` at `dpi`
+ * dots per inch, up to `lastPage` (default: all), and decodes them.
+ */
+export function rasterPages(
+  pdf: Buffer | string,
+  dpi: number,
+  lastPage?: number,
+): Raster[] {
+  return rasterisePdf(pdf, dpi, lastPage).map((png) => {
+    const image = PNG.sync.read(png);
+    return {
+      width: image.width,
+      height: image.height,
+      dpi,
+      data: image.data,
+    };
+  });
+}
+
+/** The colour of the pixel under a point given in PDF points. */
+export function colourAt(raster: Raster, xPt: number, yPt: number): Rgb {
+  const x = clamp(Math.floor((xPt * raster.dpi) / 72), raster.width);
+  const y = clamp(Math.floor((yPt * raster.dpi) / 72), raster.height);
+  const i = (y * raster.width + x) * 4;
+  return [
+    raster.data[i] ?? 0,
+    raster.data[i + 1] ?? 0,
+    raster.data[i + 2] ?? 0,
+  ];
+}
+
+/**
+ * How many pixels inside `box` (points; default the whole page) pass
+ * `test`, and how many there are.
+ */
+export function countPixels(
+  raster: Raster,
+  test: (rgb: Rgb) => boolean,
+  box?: Box,
+): { matching: number; total: number } {
+  const scale = raster.dpi / 72;
+  const x0 = box ? clamp(Math.ceil(box.xMin * scale), raster.width) : 0;
+  const y0 = box ? clamp(Math.ceil(box.yMin * scale), raster.height) : 0;
+  const x1 = box
+    ? clamp(Math.floor(box.xMax * scale), raster.width)
+    : raster.width - 1;
+  const y1 = box
+    ? clamp(Math.floor(box.yMax * scale), raster.height)
+    : raster.height - 1;
+  let matching = 0;
+  let total = 0;
+  for (let y = y0; y <= y1; y++) {
+    for (let x = x0; x <= x1; x++) {
+      const i = (y * raster.width + x) * 4;
+      total++;
+      const rgb: Rgb = [
+        raster.data[i] ?? 0,
+        raster.data[i + 1] ?? 0,
+        raster.data[i + 2] ?? 0,
+      ];
+      if (test(rgb)) matching++;
+    }
+  }
+  return { matching, total };
+}
+
+/** Share (0 to 1) of the pixels inside `box` that pass `test`. */
+export function shareOfPixels(
+  raster: Raster,
+  test: (rgb: Rgb) => boolean,
+  box?: Box,
+): number {
+  const { matching, total } = countPixels(raster, test, box);
+  return total === 0 ? 0 : matching / total;
+}
+
+/** Millimetres to points. */
+export function mmToPt(mm: number): number {
+  return (mm * 72) / 25.4;
+}
+
+/** Size of `.page` in millimetres (`--page-width`, `--page-height`). */
+const PAGE_MM = {
+  a4: { width: 186, height: 262 },
+  letter: { width: 191.9, height: 244.4 },
+} as const;
+
+/**
+ * The content box of a page: where resource-templates/_layout/base.css puts
+ * a `.page` (12 mm from the left, 16 mm from the top, 186 x 262 mm on A4,
+ * 191.9 x 244.4 mm on Letter), shrunk on every side by `insetMm` (default
+ * 0). The header and footer are outside it.
+ */
+export function contentBox(paper: 'a4' | 'letter', insetMm = 0): Box {
+  const size = PAGE_MM[paper];
+  return {
+    xMin: mmToPt(12 + insetMm),
+    yMin: mmToPt(16 + insetMm),
+    xMax: mmToPt(12 + size.width - insetMm),
+    yMax: mmToPt(16 + size.height - insetMm),
+  };
+}
+
+/** A colour far from grey: its channels spread by more than 40. */
+export function isSaturated([r, g, b]: Rgb): boolean {
+  return Math.max(r, g, b) - Math.min(r, g, b) > 40;
+}
+
+/** A colour close to black (every channel below 70). */
+export function isDark([r, g, b]: Rgb): boolean {
+  return Math.max(r, g, b) < 70;
+}
+
+/** Whether two colours differ by at most `tolerance` in every channel. */
+export function near(a: Rgb, b: Rgb, tolerance = 12): boolean {
+  return a.every((v, i) => Math.abs(v - (b[i] ?? 0)) <= tolerance);
+}
+
+/** `#rrggbb` as an RGB triple. */
+export function hexColour(hex: string): Rgb {
+  const n = Number.parseInt(hex.replace(/^#/, ''), 16);
+  return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
+}
+
+/** A word printed on a page, with its box in points. */
+export interface PlacedWord extends Box {
+  /** Page number, from 1. */
+  page: number;
+  word: string;
+}
+
+/** Every word of a PDF file with its box, from one `pdftotext -bbox`. */
+export function placedWords(file: string): PlacedWord[] {
+  const html = execFileSync('pdftotext', ['-bbox', file, '-'], {
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  const words: PlacedWord[] = [];
+  let page = 0;
+  for (const line of html.split('\n')) {
+    if (line.includes('<page ')) page++;
+    const m =
+      /<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*)<\/word>/.exec(
+        line,
+      );
+    if (m) {
+      words.push({
+        page,
+        word: unescapeHtml(m[5] ?? ''),
+        xMin: Number(m[1]),
+        yMin: Number(m[2]),
+        xMax: Number(m[3]),
+        yMax: Number(m[4]),
+      });
+    }
+  }
+  return words;
+}
+
+function unescapeHtml(text: string): string {
+  return text
+    .replaceAll('&lt;', '<')
+    .replaceAll('&gt;', '>')
+    .replaceAll('&quot;', '"')
+    .replaceAll('&#39;', "'")
+    .replaceAll('&amp;', '&');
+}
+
+function clamp(value: number, size: number): number {
+  return Math.min(Math.max(value, 0), size - 1);
 }
