@@ -5,6 +5,7 @@ import pixelmatch from 'pixelmatch';
 import { PNG } from 'pngjs';
 import type { Renderer } from '../../src/render/renderer';
 import type { Catalogue } from '../../src/resources/catalogue';
+import type { OptionValue } from '../../src/resources/manifest';
 import { renderCatalogueJob } from './catalogue-render';
 import { rasterisePdf } from './pdf';
 
@@ -21,7 +22,7 @@ export const APPROVED_DIR = path.resolve(
 /** Resolution of the compared images, in dots per inch. */
 export const VISUAL_DPI = 30;
 
-/** Pages of each resource that are compared. */
+/** Pages of a resource's default PDF that are compared. */
 export const VISUAL_PAGES = 2;
 
 /** Largest share of differing pixels that still passes: 0.5%. */
@@ -31,26 +32,98 @@ export const VISUAL_TOLERANCE = 0.005;
 export const APPROVE_COMMAND =
   'npx tsc -p . && node dist/scripts/approve-visuals.js';
 
-/** `test/approved/<view>-<n>.png`, n counting pages from 1. */
-export function approvedPath(view: string, page: number): string {
-  return path.join(APPROVED_DIR, `${view}-${page}.png`);
+/** One approved rendering: a view with some options, and its pages. */
+export interface VisualCase {
+  /**
+   * Stem of the image files: the view for its defaults, else the view and
+   * the options, `parity-cards.back_colour-red`.
+   */
+  name: string;
+  view: string;
+  /** Options over the defaults; A4 always. */
+  options: Record<string, OptionValue>;
+  /**
+   * Pages compared, from 1. Undefined for the defaults: the first
+   * {@link VISUAL_PAGES}, as many as the PDF has.
+   */
+  pages?: number[];
 }
 
 /**
- * The first pages of a view's default PDF (default options, A4, no header
- * text, a fixed task id so the random numbers never change), as PNGs.
+ * Option values that change how a resource looks, beyond its defaults,
+ * with the pages that show the change (a black back is page 2).
+ */
+const VARIANTS: Omit<VisualCase, 'name'>[] = [
+  { view: 'binary-cards', options: { black_back: true }, pages: [2] },
+  {
+    view: 'binary-cards-small',
+    options: { number_bits: '12', black_back: true },
+    pages: [1, 2],
+  },
+  { view: 'binary-to-alphabet', options: { worksheet_version: 'teacher' } },
+  { view: 'binary-windows', options: { value_type: 'lightbulb' } },
+  { view: 'modulo-clock', options: { modulo_number: '10' } },
+  ...['blue', 'green', 'purple', 'red'].map((colour) => ({
+    view: 'parity-cards',
+    options: { back_colour: colour },
+    pages: [2],
+  })),
+  { view: 'piano-keys', options: { highlight: 'E' } },
+  { view: 'sorting-network', options: { prefilled_values: 'medium' } },
+  ...['riding_hood', 'butterfly'].map((type) => ({
+    view: 'sorting-network-cards',
+    options: { type },
+    pages: [1, 2, 3],
+  })),
+  { view: 'sorting-network-cards', options: { type: 'maori_colours' } },
+  { view: 'train-stations', options: { tracks: 'twisted' } },
+  { view: 'treasure-hunt', options: { art: 'bw' }, pages: [1] },
+];
+
+/** Every approved rendering: each view's defaults, then the variants. */
+export function visualCases(catalogue: Catalogue): VisualCase[] {
+  const defaults = catalogue
+    .list()
+    .map((m): VisualCase => ({ name: m.view, view: m.view, options: {} }));
+  const variants = VARIANTS.map((v): VisualCase => ({
+    ...v,
+    name: [
+      v.view,
+      ...Object.entries(v.options).map(([k, value]) => `${k}-${value}`),
+    ].join('.'),
+  }));
+  return [...defaults, ...variants];
+}
+
+/** `test/approved/<case name>-<n>.png`, n counting pages from 1. */
+export function approvedPath(name: string, page: number): string {
+  return path.join(APPROVED_DIR, `${name}-${page}.png`);
+}
+
+/**
+ * The compared pages of a case's PDF (A4, no header text, a fixed task id
+ * so the random numbers never change), as PNGs at {@link VISUAL_DPI}, with
+ * their page numbers.
  */
 export async function renderVisual(
   renderer: Renderer,
   catalogue: Catalogue,
-  view: string,
-): Promise<Buffer[]> {
+  visual: VisualCase,
+): Promise<{ page: number; png: Buffer }[]> {
   const out = await renderCatalogueJob(renderer, catalogue, {
-    view,
-    options: { paper_size: 'a4' },
+    view: visual.view,
+    options: { ...visual.options, paper_size: 'a4' },
     taskId: 'visual-regression',
   });
-  return rasterisePdf(out.pdf, VISUAL_DPI, VISUAL_PAGES);
+  const last = visual.pages ? Math.max(...visual.pages) : VISUAL_PAGES;
+  const pngs = rasterisePdf(out.pdf, VISUAL_DPI, last);
+  const pages = visual.pages ?? pngs.map((_, i) => i + 1);
+  return pages.map((page) => {
+    const png = pngs[page - 1];
+    if (!png)
+      throw new Error(`${visual.name}: the PDF has no page ${page} to compare`);
+    return { page, png };
+  });
 }
 
 /** How far a rendered PNG is from an approved one. */
@@ -72,14 +145,31 @@ export function compareImages(actual: Buffer, approved: Buffer): VisualDiff {
   return { sameSize: true, share: differing / (a.width * a.height) };
 }
 
-/** Writes the approved images of a view, removing stale pages. */
-export function writeApproved(view: string, pngs: Buffer[]): void {
+/** Writes the approved images of a case, removing its stale pages. */
+export function writeApproved(
+  name: string,
+  pages: { page: number; png: Buffer }[],
+): string[] {
   fs.mkdirSync(APPROVED_DIR, { recursive: true });
-  for (const name of fs.readdirSync(APPROVED_DIR)) {
-    if (new RegExp(`^${view}-\\d+\\.png$`).test(name))
-      fs.rmSync(path.join(APPROVED_DIR, name));
+  for (const file of approvedFiles()) {
+    if (caseOfFile(file) === name) fs.rmSync(path.join(APPROVED_DIR, file));
   }
-  pngs.forEach((png, i) => fs.writeFileSync(approvedPath(view, i + 1), png));
+  return pages.map(({ page, png }) => {
+    const file = approvedPath(name, page);
+    fs.writeFileSync(file, png);
+    return file;
+  });
+}
+
+/** The PNG files of the approved folder. */
+export function approvedFiles(): string[] {
+  if (!fs.existsSync(APPROVED_DIR)) return [];
+  return fs.readdirSync(APPROVED_DIR).filter((f) => f.endsWith('.png'));
+}
+
+/** The case name of an approved file name: `x.y-2.png` is case `x.y`. */
+export function caseOfFile(file: string): string | undefined {
+  return /^(.+)-\d+\.png$/.exec(file)?.[1];
 }
 
 /** A rectangle on a page, in PDF points from the top left corner. */
