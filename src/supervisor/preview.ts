@@ -1,10 +1,9 @@
-import { PassThrough } from 'node:stream';
 import Router from '@koa/router';
 import type Koa from 'koa';
 import chokidar from 'chokidar';
 import { rendererOptions } from '../daemon/main';
 import type { Config } from '../config';
-import { errorMessage } from '../errors';
+import { InvalidTaskError, TemplateError, errorMessage } from '../errors';
 import type { Logger } from '../logger';
 import { Renderer } from '../render/renderer';
 import { readStatic } from '../render/static-files';
@@ -22,9 +21,16 @@ const SETTLE_MS = 150;
 
 /**
  * The content authors' preview: every resource with every option, as HTML
- * (fast, in the browser) or as the real PDF, reloaded in the browser when a
- * template, stylesheet, manifest or static file changes. A broken resource
- * shows its error instead of stopping the preview.
+ * (fast, in the browser) or as the real PDF (in a page of its own that
+ * holds it), reloaded in the browser when a template, stylesheet, manifest
+ * or static file changes. A broken resource shows its error, on its entry
+ * of the index and on its pages, while the others keep working.
+ *
+ * Routes, under the prefix: `/` the index, `/<view>.html` the filled
+ * template, `/<view>.pdf` the printed PDF, `/<view>.pdf.html` a page
+ * showing that PDF, `/events` the reload events, `/static/...` the static
+ * files. Options come from the query (`?copies=2&paper_size=letter`); a bad
+ * one is answered 400 naming the field.
  */
 export class Preview {
   private catalogue: Catalogue | undefined;
@@ -87,8 +93,9 @@ export class Preview {
       ctx.type = file.contentType;
       ctx.body = file.body;
     });
+    router.get('/:view.pdf.html', (ctx) => this.pdfPage(ctx, prefix));
     router.get('/:view.html', (ctx) => this.html(ctx, prefix));
-    router.get('/:view.pdf', (ctx) => this.pdf(ctx));
+    router.get('/:view.pdf', (ctx) => this.pdf(ctx, prefix));
     return router.routes();
   }
 
@@ -97,8 +104,11 @@ export class Preview {
     try {
       this.catalogue = Catalogue.load(this.config.resourcesDir, {
         watch: true,
+        tolerant: true,
       });
       this.loadError = undefined;
+      for (const [view, error] of this.catalogue.problems)
+        this.logger.warn('resource does not load', { view, error });
       const old = this.renderer;
       this.renderer = undefined;
       void old?.stop();
@@ -108,62 +118,90 @@ export class Preview {
     }
   }
 
-  private jobOf(ctx: Koa.Context): RenderJob | undefined {
+  /**
+   * The checked job of a request, or undefined after answering it with the
+   * reason: the resources or this view do not load (422, fix the file), no
+   * such view (404), or a bad value in the query (400, naming the field).
+   */
+  private jobOf(ctx: Koa.Context, prefix: string): RenderJob | undefined {
     const catalogue = this.catalogue;
     if (this.loadError || !catalogue) {
-      this.errorPage(ctx, this.loadError ?? 'resources not loaded');
+      this.errorPage(ctx, prefix, this.loadError ?? 'resources not loaded');
       return undefined;
     }
     const view = String(ctx.params['view']);
+    const problem = catalogue.problems.get(view);
+    if (problem !== undefined) {
+      this.errorPage(ctx, prefix, problem);
+      return undefined;
+    }
     const manifest = catalogue.get(view);
-    const query = ctx.query as Record<string, string>;
+    if (!manifest) {
+      this.requestErrorPage(
+        ctx,
+        prefix,
+        404,
+        `no resource view ${JSON.stringify(view)}`,
+      );
+      return undefined;
+    }
+    const query = ctx.query as Record<string, string | string[]>;
+    const one = (name: string): string | undefined => {
+      const value = query[name];
+      return Array.isArray(value) ? value[value.length - 1] : value;
+    };
+    const copies = one('copies') ?? '1';
     const task: Record<string, unknown> = {
       kind: TASK_KIND,
       resource_slug: view,
-      resource_name: manifest?.title ?? view,
+      resource_name: manifest.title,
       resource_view: view,
       url: `https://example.org/resources/${view}`,
-      header_text: query['header_text'] ?? '',
-      copies: Number(query['copies'] ?? 1),
+      header_text: one('header_text') ?? '',
+      // Digits become a number; anything else is passed on as text so that
+      // the error quotes what was given.
+      copies: /^\d{1,9}$/.test(copies) ? Number(copies) : copies,
     };
-    for (const [name, spec] of Object.entries(manifest?.options ?? {})) {
-      task[name] = query[name] ?? spec.default;
+    for (const [name, spec] of Object.entries(manifest.options)) {
+      task[name] = one(name) ?? spec.default;
     }
     try {
       return checkTask(
         task,
-        query['task_id'] ?? 'preview',
+        one('task_id') ?? 'preview',
         catalogue,
         this.config,
       );
     } catch (error) {
-      this.errorPage(ctx, errorMessage(error));
+      this.failure(ctx, prefix, error);
       return undefined;
     }
   }
 
   private html(ctx: Koa.Context, prefix: string): void {
-    const job = this.jobOf(ctx);
+    const job = this.jobOf(ctx, prefix);
     if (!job) return;
     try {
       const html = this.rendererFor().fillDocument(job, 1);
       ctx.type = 'html';
+      ctx.set('Cache-Control', 'no-store');
       // The document asks for /static/...; in the browser those come from
       // the preview's own static route.
       ctx.body = html
         .replaceAll('"/static/', `"${prefix}/static/`)
         .replace('</body>', `${reloadScript(prefix, this.version)}</body>`);
     } catch (error) {
-      this.errorPage(ctx, errorMessage(error));
+      this.failure(ctx, prefix, error);
     }
   }
 
-  private async pdf(ctx: Koa.Context): Promise<void> {
-    const job = this.jobOf(ctx);
+  private async pdf(ctx: Koa.Context, prefix: string): Promise<void> {
+    const job = this.jobOf(ctx, prefix);
     if (!job) return;
     try {
       const output = await this.rendererFor().render(job);
       ctx.type = 'application/pdf';
+      ctx.set('Cache-Control', 'no-store');
       ctx.set(
         'Content-Disposition',
         `inline; filename*=UTF-8''${encodeURIComponent(job.filename)}`,
@@ -172,7 +210,42 @@ export class Preview {
         ctx.append('X-Render-Warning', warning.slice(0, 200));
       ctx.body = output.pdf;
     } catch (error) {
-      this.errorPage(ctx, errorMessage(error));
+      this.failure(ctx, prefix, error);
+    }
+  }
+
+  /**
+   * A page holding the PDF of the same query in a frame, with the reload
+   * script: a PDF cannot carry one itself, so this page reloads when a
+   * file changes and the frame fetches the new PDF.
+   */
+  private pdfPage(ctx: Koa.Context, prefix: string): void {
+    const job = this.jobOf(ctx, prefix);
+    if (!job) return;
+    const view = encodeURIComponent(job.manifest.view);
+    const query = ctx.querystring ? `?${ctx.querystring}` : '';
+    const src = `${prefix}/${view}.pdf${query}`;
+    ctx.type = 'html';
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body =
+      `<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">` +
+      `<title>${escapeHtml(job.filename)}</title>` +
+      '<style>html,body{margin:0;height:100%;overflow:hidden}' +
+      'iframe{display:block;border:0;width:100%;height:100%}</style>' +
+      `</head><body><iframe class="printed" src="${escapeHtml(src)}" title="${escapeHtml(job.filename)}"></iframe>` +
+      `${reloadScript(prefix, this.version)}</body></html>`;
+  }
+
+  /** Answers a failed request with the page its error calls for. */
+  private failure(ctx: Koa.Context, prefix: string, error: unknown): void {
+    const message = errorMessage(error);
+    if (error instanceof InvalidTaskError) {
+      this.requestErrorPage(ctx, prefix, 400, message);
+    } else if (error instanceof TemplateError) {
+      this.errorPage(ctx, prefix, message);
+    } else {
+      this.logger.warn('preview render failed', { error: message });
+      this.errorPage(ctx, prefix, message, 500);
     }
   }
 
@@ -187,31 +260,71 @@ export class Preview {
     return this.renderer;
   }
 
+  /**
+   * The reload events, written straight to the response: a client closing
+   * the stream is how it ends, not an error, so no stream pipeline is left
+   * to fail with ERR_STREAM_PREMATURE_CLOSE.
+   */
   private events(ctx: Koa.Context): void {
     ctx.request.socket.setTimeout(0);
-    ctx.status = 200;
-    ctx.type = 'text/event-stream';
-    ctx.set('Cache-Control', 'no-cache');
-    const stream = new PassThrough();
-    const send = (version: string) =>
-      stream.write(`event: reload\ndata: ${version}\n\n`);
-    this.clients.add(send);
-    stream.write(`event: hello\ndata: ${this.version}\n\n`);
-    ctx.req.on('close', () => {
-      this.clients.delete(send);
-      stream.end();
+    ctx.respond = false;
+    const res = ctx.res;
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-cache',
+      Connection: 'keep-alive',
     });
-    ctx.body = stream;
+    const send = (version: string) =>
+      res.write(`event: reload\ndata: ${version}\n\n`);
+    this.clients.add(send);
+    res.write(`event: hello\ndata: ${this.version}\n\n`);
+    res.on('close', () => {
+      this.clients.delete(send);
+      this.logger.debug('preview events client went away', {
+        clients: this.clients.size,
+      });
+    });
+    res.on('error', (error) =>
+      this.logger.debug('preview events stream failed', {
+        error: errorMessage(error),
+      }),
+    );
   }
 
-  private errorPage(ctx: Koa.Context, message: string): void {
-    ctx.status = 422;
+  /** A resource that cannot be rendered until a file is fixed: 422. */
+  private errorPage(
+    ctx: Koa.Context,
+    prefix: string,
+    message: string,
+    status = 422,
+  ): void {
+    ctx.status = status;
     ctx.type = 'html';
+    ctx.set('Cache-Control', 'no-store');
     ctx.body = page(
       'Preview error',
       `<h1>This resource cannot be rendered</h1><pre class="error">${escapeHtml(message)}</pre>` +
         '<p>Fix the file and save: this page reloads by itself.</p>' +
-        reloadScript(ctx.path.replace(/\/[^/]*$/, ''), this.version),
+        `<p><a href="${prefix}/">All resources</a></p>` +
+        reloadScript(prefix, this.version),
+    );
+  }
+
+  /** A request the preview cannot answer as asked: 400 or 404. */
+  private requestErrorPage(
+    ctx: Koa.Context,
+    prefix: string,
+    status: number,
+    message: string,
+  ): void {
+    ctx.status = status;
+    ctx.type = 'html';
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = page(
+      'Preview: bad request',
+      `<h1>These options cannot be printed</h1><pre class="error">${escapeHtml(message)}</pre>` +
+        `<p>Change the value in the address, or pick the options again from <a href="${prefix}/">all resources</a>.</p>` +
+        reloadScript(prefix, this.version),
     );
   }
 
@@ -223,9 +336,18 @@ export class Preview {
           reloadScript(prefix, this.version),
       );
     }
-    const items = this.catalogue
-      .list()
-      .map((m) => resourceForm(m, prefix))
+    const entries: [string, string][] = [
+      ...this.catalogue
+        .list()
+        .map((m): [string, string] => [m.view, resourceForm(m, prefix)]),
+      ...[...this.catalogue.problems].map(([view, error]): [string, string] => [
+        view,
+        brokenEntry(view, error),
+      ]),
+    ];
+    const items = entries
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([, html]) => html)
       .join('\n');
     return page(
       'Resource preview',
@@ -258,7 +380,17 @@ function resourceForm(m: Manifest, prefix: string): string {
     `<label>Copies <input name="copies" type="number" min="1" value="1" size="3"></label> ` +
     `<label>Header text <input name="header_text" value=""></label> ` +
     `<button type="submit">HTML</button> ` +
-    `<button type="submit" formaction="${action}.pdf">PDF</button></form>`
+    `<button type="submit" formaction="${action}.pdf.html">PDF</button></form>`
+  );
+}
+
+/** The index entry of a view that does not load: its error instead of a form. */
+function brokenEntry(view: string, error: string): string {
+  return (
+    `<section class="resource broken" id="broken-${escapeHtml(view)}">` +
+    `<h2>${escapeHtml(view)} <small>does not load</small></h2>` +
+    `<pre class="error">${escapeHtml(error)}</pre>` +
+    '<p>Fix the file and save: this page reloads by itself.</p></section>'
   );
 }
 

@@ -39,6 +39,8 @@ export interface CatalogueJob {
   view: string;
   options?: Record<string, OptionValue>;
   headerText?: string;
+  /** The task's `resource_name`; default the manifest title. */
+  resourceName?: string;
   copies?: number;
   taskId?: string;
 }
@@ -63,7 +65,7 @@ export function catalogueJob(
   const manifest = catalogue.get(job.view);
   if (!manifest) throw new Error(`no resource view ${job.view}`);
   const task = taskFor(job.view, {
-    resource_name: manifest.title,
+    resource_name: job.resourceName ?? manifest.title,
     header_text: job.headerText ?? '',
     copies: job.copies ?? 1,
     ...defaultOptions(manifest),
