@@ -324,7 +324,12 @@ export class Daemon {
   private hold(task: LeasedTask, log: Logger): Held {
     const abort = new AbortController();
     const held: Held = {
-      info: { taskId: task.id, attempt: task.attempts, view: '', sinceMs: 0 },
+      info: {
+        taskId: task.id,
+        attempt: task.attempts,
+        view: '',
+        sinceMs: Date.now(),
+      },
       queueWaitMs: Date.now() - task.enqueuedAt.getTime(),
       abort,
       givenBack: false,
@@ -341,7 +346,6 @@ export class Daemon {
         },
       ),
     };
-    held.info.sinceMs = Date.now();
     this.current.set(task.id, held);
     // A heartbeat even when already rendering: the supervisor must know of
     // every lease held, to settle it should this daemon die.
@@ -359,7 +363,8 @@ export class Daemon {
     // The supervisor answers the last attempt of a task whose daemon died
     // with it; this covers a supervisor that could not (it died too, or
     // its copy of the lease was stale). Known limit: this answer is itself
-    // a delivery past the limit (see "Poison tasks" in reliability.md).
+    // a delivery past the limit (reliability.md, "Poison tasks when the
+    // whole machine dies").
     if (task.attempts > config.maxAttempts) {
       throw new PermanentError(
         `gave up after ${config.maxAttempts} attempts: each one was interrupted ` +
@@ -490,7 +495,9 @@ export class Daemon {
           retry_in_ms: waitMs,
           failures,
         };
-        if (failures === 1)
+        // Once at the start, then every tenth try (minutes apart): a queue
+        // that refuses for good shows, without a line every few seconds.
+        if (failures % 10 === 1)
           log.warn(
             put
               ? 'acknowledge failed; trying again'
@@ -564,6 +571,9 @@ export class Daemon {
    * renders. Each task's own handler cancels its lease.
    */
   private giveBackLeases(): void {
+    // Known limit: the queue has counted this delivery, so a task given
+    // back on its last attempt is answered "gave up" on its next one
+    // (reliability.md, "Drain"); no queue can take a delivery back.
     for (const held of this.current.values()) {
       held.givenBack = true;
       held.abort.abort(

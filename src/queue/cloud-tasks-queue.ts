@@ -214,8 +214,9 @@ export class CloudTasksQueue implements TaskQueue {
       const exists =
         error instanceof QueueUnavailableError &&
         grpcCode(error.cause) === grpc.status.ALREADY_EXISTS;
-      if (name !== undefined && exists) return { name, created: false };
-      throw error;
+      if (name === undefined || !exists) throw error;
+      this.log.debug('task name taken; not created again', { name });
+      return { name, created: false };
     }
   }
 
