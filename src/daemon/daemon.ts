@@ -300,7 +300,7 @@ export class Daemon {
       }
       if (!(await this.answer(held, answer.message, log))) return;
       this.rendersDone++;
-      this.finished(held, 'success', answer);
+      await this.finished(held, 'success', answer);
       log.info('task rendered', {
         resource_view: held.info.view,
         kind: answer.message.kind,
@@ -314,9 +314,7 @@ export class Daemon {
       // leaves the loop unseen. The lease runs out and the task comes back.
       log.error('task handling failed', { error: errorMessage(error) });
     } finally {
-      await held.lease.pause();
-      this.current.delete(task.id);
-      if (this.current.size === 0 && !this.stopping) this.setState('idle');
+      await this.release(held);
     }
   }
 
@@ -540,7 +538,7 @@ export class Daemon {
       if (!answered) return;
       this.rendersFailed++;
       log.error('task failed', { ...fields, error: text });
-      this.finished(held, 'failure', undefined, text);
+      await this.finished(held, 'failure', undefined, text);
       return;
     }
     const backoffSeconds = Math.min(
@@ -551,7 +549,6 @@ export class Daemon {
       ...fields,
       backoff_seconds: backoffSeconds,
     });
-    this.finished(held, 'retry', undefined, reason);
     try {
       // A short lease instead of a cancelled one: the task comes back to
       // the queue when the backoff is over, not at once.
@@ -563,6 +560,7 @@ export class Daemon {
         error: errorMessage(backoffError),
       });
     }
+    await this.finished(held, 'retry', undefined, reason);
   }
 
   /**
@@ -583,19 +581,25 @@ export class Daemon {
     this.wakeAll();
   }
 
-  private finished(
+  /**
+   * Reports a task settled: first a heartbeat without its lease (the
+   * supervisor must not settle it again), then the outcome.
+   */
+  private async finished(
     held: Held,
     outcome: 'success' | 'failure' | 'retry',
     answer?: Answer,
     error?: string,
-  ): void {
+  ): Promise<void> {
     const { job } = held;
+    const durationMs = Date.now() - held.info.sinceMs;
+    await this.release(held);
     this.parts.report({
       type: 'task-finished',
       taskId: held.info.taskId,
       view: held.info.view || 'unknown',
       outcome,
-      durationMs: Date.now() - held.info.sinceMs,
+      durationMs,
       queueWaitMs: held.queueWaitMs,
       pages: answer?.pages ?? 0,
       bytes: answer?.bytes ?? 0,
@@ -603,6 +607,14 @@ export class Daemon {
       ...(job ? { filename: job.filename } : {}),
       ...(error ? { error } : {}),
     });
+  }
+
+  /** Lets go of a task: its lease unwatched, and gone from the heartbeat. */
+  private async release(held: Held): Promise<void> {
+    await held.lease.pause();
+    if (!this.current.delete(held.info.taskId)) return;
+    if (this.current.size === 0 && !this.stopping) this.state = 'idle';
+    await this.heartbeat();
   }
 
   private setState(state: DaemonState): void {
