@@ -10,9 +10,15 @@ import { rendererOptions } from './daemon/main';
 import { ConfigError, RenderFarmError, errorMessage } from './errors';
 import { partLogger, setLogLevel } from './logger';
 import { openQueue } from './queue/open-queue';
+import { checkTaskId } from './queue/queue';
 import { Renderer } from './render/renderer';
 import { Catalogue } from './resources/catalogue';
-import { TASK_KIND, checkTask } from './resources/task';
+import {
+  MAX_JSON_DEPTH,
+  TASK_KIND,
+  checkTask,
+  jsonDepth,
+} from './resources/task';
 import { startSupervisor } from './supervisor/supervisor';
 import { PREVIEW_PATH, Preview } from './supervisor/preview';
 
@@ -75,7 +81,7 @@ function program(): Command {
     .option('--task-id <id>', 'seed of the random numbers', 'cli')
     .requiredOption('--out <file>', 'where to write the PDF')
     .action(async (view: string, opts: RenderOptions) => {
-      const config = configure();
+      const config = configure('warn');
       await renderOnce(config, view, opts);
     });
 
@@ -87,7 +93,7 @@ function program(): Command {
     )
     .argument('[files...]', 'task JSON files; - reads stdin', ['-'])
     .action(async (files: string[]) => {
-      const config = configure();
+      const config = configure('warn');
       await enqueue(config, files);
     });
 
@@ -98,7 +104,7 @@ function program(): Command {
     )
     .option(
       '--wait <n>',
-      'keep waiting until this many results were taken',
+      'take this many results, waiting for them (default: all waiting now)',
       whole,
       0,
     )
@@ -108,7 +114,7 @@ function program(): Command {
       'write inline documents into DIR and print their path instead',
     )
     .action(async (opts: { wait: number; timeout: number; save?: string }) => {
-      const config = configure();
+      const config = configure('warn');
       const missing = await takeResults(config, opts);
       if (missing > 0) {
         process.stderr.write(
@@ -125,7 +131,7 @@ function program(): Command {
     )
     .option('--json', 'print JSON')
     .action((opts: { json?: boolean }) => {
-      const config = configure();
+      const config = configure('warn');
       listResources(config, opts.json ?? false);
     });
 
@@ -183,8 +189,13 @@ interface RenderOptions {
   out: string;
 }
 
-function configure(): Config {
-  const config = loadConfig();
+/**
+ * The settings, with the log level set. Commands that print their own
+ * output log at `defaultLogLevel` unless RENDER_LOG_LEVEL says otherwise,
+ * so their output is not mixed with the parts' info lines.
+ */
+function configure(defaultLogLevel = 'info'): Config {
+  const config = loadConfig(process.env, { defaultLogLevel });
   setLogLevel(config.logLevel);
   return config;
 }
@@ -222,7 +233,14 @@ async function renderOnce(
     const at = pair.indexOf('=');
     if (at < 1)
       throw new ConfigError(`--option: got "${pair}", expected KEY=VALUE`);
-    task[pair.slice(0, at)] = pair.slice(at + 1);
+    const key = pair.slice(0, at);
+    if (manifest && !(key in manifest.options)) {
+      throw new ConfigError(
+        `--option ${key}: ${view} has no such option; its options are ` +
+          Object.keys(manifest.options).join(', '),
+      );
+    }
+    task[key] = pair.slice(at + 1);
   }
   const job = checkTask(task, opts.taskId, catalogue, config);
   const renderer = new Renderer(
@@ -245,24 +263,31 @@ async function renderOnce(
   }
 }
 
+/**
+ * Puts the tasks of every file on the queue, all or nothing as far as
+ * input goes: every file is read and every task checked before the first
+ * is put. A queue that fails part way leaves the tasks put so far (their
+ * ids are printed).
+ */
 async function enqueue(config: Config, files: string[]): Promise<void> {
+  const tasks = files.flatMap((file) =>
+    tasksOf(
+      file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8'),
+      file === '-' ? 'stdin' : file,
+      config.maxTaskBytes,
+    ),
+  );
   const queue = await openQueue(config.queue, {
     cloudTasksEndpoint: config.cloudTasksEndpoint,
   });
   try {
-    for (const file of files) {
-      const text =
-        file === '-'
-          ? fs.readFileSync(0, 'utf8')
-          : fs.readFileSync(file, 'utf8');
-      for (const task of tasksOf(text, file)) {
-        const id = await queue.put(
-          task.payload,
-          TASK_TAG,
-          task.id ? { id: task.id } : {},
-        );
-        process.stdout.write(`${id}\n`);
-      }
+    for (const task of tasks) {
+      const id = await queue.put(
+        task.payload,
+        TASK_TAG,
+        task.id === undefined ? {} : { id: task.id },
+      );
+      process.stdout.write(`${id}\n`);
     }
   } finally {
     await queue.close();
@@ -271,13 +296,26 @@ async function enqueue(config: Config, files: string[]): Promise<void> {
 
 /**
  * The task payloads in a file: an object, or each item of an array. A task
- * with a `task_id` string is put under that id, so putting it twice does not
- * render it twice.
+ * with a `task_id` is put under that id (1 to 100 letters, digits, `-` or
+ * `_`, not starting with `result-`), so putting it twice does not render
+ * it twice. Throws a ConfigError naming the file and item of the first
+ * task that the queue or a daemon would refuse for its shape: a bad
+ * `task_id`, nesting deeper than the daemons take, or too many bytes.
  */
 function tasksOf(
   text: string,
   file: string,
+  maxTaskBytes: number,
 ): { payload: string; id?: string }[] {
+  // An array of tasks is one level deeper than each of its tasks.
+  const isArray = text.trimStart().startsWith('[');
+  const limit = MAX_JSON_DEPTH + (isArray ? 1 : 0);
+  if (jsonDepth(text, limit) > limit) {
+    throw new ConfigError(
+      `${file}: a task is nested more than ${MAX_JSON_DEPTH} levels deep ` +
+        `(arrays and objects), deeper than the limit of ${MAX_JSON_DEPTH}`,
+    );
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -285,12 +323,28 @@ function tasksOf(
     throw new ConfigError(`${file}: not valid JSON (${errorMessage(error)})`);
   }
   const items: unknown[] = Array.isArray(value) ? value : [value];
-  return items.map((item) => {
+  return items.map((item, index) => {
+    const where = Array.isArray(value) ? `${file} item ${index + 1}` : file;
+    const payload = JSON.stringify(item);
+    const bytes = Buffer.byteLength(payload);
+    if (bytes > maxTaskBytes) {
+      throw new ConfigError(
+        `${where}: task is ${bytes} bytes, larger than the limit of ` +
+          `${maxTaskBytes} bytes (RENDER_MAX_TASK_BYTES)`,
+      );
+    }
     const id = (item as Record<string, unknown> | null)?.['task_id'];
-    return {
-      payload: JSON.stringify(item),
-      ...(typeof id === 'string' ? { id } : {}),
-    };
+    if (id === undefined) return { payload };
+    try {
+      if (typeof id !== 'string')
+        throw new ConfigError(
+          `task_id: got ${JSON.stringify(id)}, expected a string`,
+        );
+      checkTaskId(id);
+    } catch (error) {
+      throw new ConfigError(`${where}: ${errorMessage(error)}`);
+    }
+    return { payload, id };
   });
 }
 
@@ -307,7 +361,8 @@ async function takeResults(
     do {
       const leased = await queue.lease({
         tag: RESULT_TAG,
-        max: 10,
+        // With --wait N, never more than the N asked for.
+        max: opts.wait > 0 ? Math.min(10, opts.wait - taken) : 10,
         leaseSeconds: 60,
       });
       for (const task of leased) {

@@ -89,12 +89,17 @@ export interface Config {
 
 const cores = Math.max(1, os.availableParallelism());
 
+/** A variable that is unset, empty or only spaces: it takes its default. */
+function blank(raw: string | undefined): raw is undefined {
+  return raw === undefined || raw.trim() === '';
+}
+
 function int(name: string, fallback: number, min: number, max: number) {
   return z
     .string()
     .optional()
     .transform((raw, ctx) => {
-      if (raw === undefined || raw.trim() === '') return fallback;
+      if (blank(raw)) return fallback;
       // Digits only: Number() would also take 1e1, 0x2 and 0b1.
       const value = /^-?\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
       if (!Number.isInteger(value) || value < min || value > max) {
@@ -112,7 +117,7 @@ function text(fallback: string) {
   return z
     .string()
     .optional()
-    .transform((raw) => (raw === undefined || raw === '' ? fallback : raw));
+    .transform((raw) => (blank(raw) ? fallback : raw));
 }
 
 function checked(
@@ -138,8 +143,8 @@ const queueSpec = checked(
 );
 
 const logLevel = checked(
-  'info',
-  (value) => ['error', 'warn', 'info', 'debug'].includes(value),
+  '',
+  (value) => ['', 'error', 'warn', 'info', 'debug'].includes(value),
   (value) =>
     `RENDER_LOG_LEVEL: got "${value}", expected error, warn, info or debug`,
 );
@@ -159,7 +164,7 @@ const schema = z.object({
   RENDER_HOST: text('127.0.0.1'),
   RENDER_PORT: int('RENDER_PORT', 8080, 0, 65_535),
   RENDER_OUTPUT_DIR: text('data/output'),
-  RENDER_PUBLIC_URL: z.string().optional(),
+  RENDER_PUBLIC_URL: text(''),
   RENDER_RESOURCES_DIR: text('resource-templates'),
   RENDER_STATIC_DIRS: text('static'),
   RENDER_INLINE_LIMIT_BYTES: int(
@@ -179,7 +184,7 @@ const schema = z.object({
   RENDER_ASSET_TIMEOUT_SECONDS: int('RENDER_ASSET_TIMEOUT_SECONDS', 5, 1, 600),
   RENDER_MAX_ATTEMPTS: int('RENDER_MAX_ATTEMPTS', 3, 1, 100),
   RENDER_MAX_COPIES: int('RENDER_MAX_COPIES', 50, 1, 10_000),
-  RENDER_ADMIN_TOKEN: z.string().optional(),
+  RENDER_ADMIN_TOKEN: text(''),
   CHROMIUM_PATH: text('/usr/bin/chromium'),
   RENDER_HEARTBEAT_MS: int('RENDER_HEARTBEAT_MS', 2_000, 50, 600_000),
   RENDER_HEARTBEAT_TIMEOUT_MS: int(
@@ -226,11 +231,25 @@ const schema = z.object({
   RENDER_DAEMON_ID: text('0'),
 });
 
+/** What {@link loadConfig} takes besides the environment. */
+export interface LoadOptions {
+  /**
+   * Log level when `RENDER_LOG_LEVEL` is unset: `info` (the default) for
+   * the supervisor and daemons; commands that print their own output ask
+   * for `warn`.
+   */
+  defaultLogLevel?: string;
+}
+
 /**
- * Reads and checks the settings from an environment. Throws a
- * {@link ConfigError} naming every bad variable and what it accepts.
+ * Reads and checks the settings from an environment. A variable that is
+ * empty or only spaces counts as unset. Throws a {@link ConfigError} naming
+ * every bad variable and what it accepts.
  */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  options: LoadOptions = {},
+): Config {
   const parsed = schema.safeParse(env);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((issue) => issue.message);
@@ -243,6 +262,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         `than RENDER_TIMEOUT_SECONDS (${e.RENDER_TIMEOUT_SECONDS})`,
     );
   }
+  if (e.RENDER_ASSET_TIMEOUT_SECONDS >= e.RENDER_TIMEOUT_SECONDS) {
+    // The wait for fonts and images must end before the render's deadline,
+    // or a font that never arrives fails the render instead of printing
+    // with a fallback.
+    throw new ConfigError(
+      `RENDER_ASSET_TIMEOUT_SECONDS: got ${e.RENDER_ASSET_TIMEOUT_SECONDS}, ` +
+        `expected less than RENDER_TIMEOUT_SECONDS (${e.RENDER_TIMEOUT_SECONDS})`,
+    );
+  }
   if (e.RENDER_HEARTBEAT_MS >= e.RENDER_HEARTBEAT_TIMEOUT_MS) {
     throw new ConfigError(
       `RENDER_HEARTBEAT_MS: got ${e.RENDER_HEARTBEAT_MS}, expected less ` +
@@ -250,8 +278,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
   const publicUrl =
-    e.RENDER_PUBLIC_URL ??
-    `http://${urlHost(e.RENDER_HOST)}:${e.RENDER_PORT}/files/`;
+    e.RENDER_PUBLIC_URL === ''
+      ? `http://${urlHost(e.RENDER_HOST)}:${e.RENDER_PORT}/files/`
+      : e.RENDER_PUBLIC_URL;
   if (!/^https?:\/\/.+/.test(publicUrl)) {
     throw new ConfigError(
       `RENDER_PUBLIC_URL: got "${publicUrl}", expected an http(s) URL`,
@@ -293,7 +322,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     browserProbeMs: e.RENDER_BROWSER_PROBE_MS,
     browserProbeTimeoutMs: e.RENDER_BROWSER_PROBE_TIMEOUT_MS,
     pidFile: path.resolve(e.RENDER_PID_FILE),
-    logLevel: e.RENDER_LOG_LEVEL,
+    logLevel: e.RENDER_LOG_LEVEL || (options.defaultLogLevel ?? 'info'),
     daemonId: e.RENDER_DAEMON_ID,
   };
 }

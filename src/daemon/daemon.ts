@@ -9,18 +9,20 @@ import type { Logger } from '../logger';
 import type { LeasedTask, TaskQueue } from '../queue/queue';
 import type { Renderer } from '../render/renderer';
 import type { Catalogue } from '../resources/catalogue';
-import { parseTask } from '../resources/task';
+import { checkTask, decodePayload, knownViewOf } from '../resources/task';
 import type { RenderJob } from '../resources/task';
 import type { DocumentStore } from '../storage/storage';
+import { LeaseKeeper } from './lease-keeper';
 import type { CurrentTask, DaemonMessage, DaemonState } from './messages';
 import {
   TASK_TAG,
   failureResult,
   inlineResult,
   linkResult,
-  publishAnswer,
+  putResult,
 } from './result';
 import type { ResultMessage } from './result';
+import { taskErrorOf } from './task-error';
 
 /** The parts a daemon works with. */
 export interface DaemonParts {
@@ -44,6 +46,39 @@ const MAX_LAUNCH_BACKOFF_MS = 30_000;
 /** Longest retry backoff given to a task that failed for a passing reason. */
 const MAX_RETRY_BACKOFF_SECONDS = 60;
 
+/** First and longest wait before putting a result again, in ms. */
+const FIRST_ANSWER_BACKOFF_MS = 1_000;
+const MAX_ANSWER_BACKOFF_MS = 30_000;
+
+/**
+ * How long a drain waits for the tasks it gave back to drop their work
+ * (renders stop at once; a queue call may take longer), in ms. Below the
+ * supervisor's 5 s between the end of the grace and its kill.
+ */
+const GIVE_BACK_WAIT_MS = 3_000;
+
+/** A task in hand. */
+interface Held {
+  info: CurrentTask;
+  /** The task's time on the queue before this lease, in ms. */
+  queueWaitMs: number;
+  lease: LeaseKeeper;
+  /** Stops the render: aborted when the lease is lost or given back. */
+  abort: AbortController;
+  /** Set when a drain gave the task back: its work is dropped unanswered. */
+  givenBack: boolean;
+  /** The checked task, once validation passed. */
+  job?: RenderJob;
+}
+
+/** A finished render's result message and figures. */
+interface Answer {
+  message: ResultMessage;
+  pages: number;
+  bytes: number;
+  url?: string;
+}
+
 /**
  * The lease loop of one daemon process: lease, validate, render, store or
  * inline, publish the result, acknowledge. Every task leased ends with one
@@ -53,10 +88,7 @@ const MAX_RETRY_BACKOFF_SECONDS = 60;
 export class Daemon {
   private state: DaemonState = 'starting';
   private stopping = false;
-  private readonly current = new Map<
-    string,
-    { task: LeasedTask; info: CurrentTask }
-  >();
+  private readonly current = new Map<string, Held>();
   private rendersDone = 0;
   private rendersFailed = 0;
   private lastError: string | undefined;
@@ -70,7 +102,7 @@ export class Daemon {
   private heartbeatsStarted = 0;
   private heartbeatsSent = 0;
   private loops: Promise<void>[] = [];
-  private wakeUp: (() => void) | undefined;
+  private readonly sleepers = new Set<() => void>();
 
   constructor(private readonly parts: DaemonParts) {
     parts.renderer.onRestart = (reason) => {
@@ -103,18 +135,23 @@ export class Daemon {
 
   /**
    * Stops leasing, lets the tasks in hand finish within `graceMs`, gives
-   * back the leases of those that did not, and closes the browser.
+   * back those that did not (they get no result: their next delivery does),
+   * and closes the browser.
    */
   async stop(graceMs: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this.setState('draining');
-    this.wakeUp?.();
-    const finished = Promise.all(this.loops).then(() => true);
-    const late = new Promise<boolean>((resolve) =>
-      setTimeout(() => resolve(false), graceMs),
-    );
-    if (!(await Promise.race([finished, late]))) await this.giveBackLeases();
+    this.wakeAll();
+    const finished = Promise.all(this.loops);
+    if (!(await settlesWithin(finished, graceMs))) {
+      this.giveBackLeases();
+      if (!(await settlesWithin(finished, GIVE_BACK_WAIT_MS))) {
+        this.parts.logger.warn('tasks still in hand after giving them back', {
+          task_ids: [...this.current.keys()],
+        });
+      }
+    }
     clearInterval(this.heartbeatTimer);
     await this.parts.renderer.stop();
   }
@@ -264,75 +301,104 @@ export class Daemon {
 
   /** Handles one leased task to its end; never throws. */
   private async handle(task: LeasedTask): Promise<void> {
-    const { logger, config, queue } = this.parts;
-    const log = logger.child({ task_id: task.id, attempt: task.attempts });
-    const info: CurrentTask = {
-      taskId: task.id,
+    const log = this.parts.logger.child({
+      task_id: task.id,
       attempt: task.attempts,
-      view: '',
-      sinceMs: Date.now(),
+    });
+    const held = this.hold(task, log);
+    try {
+      let answer: Answer;
+      try {
+        answer = await this.produce(held, log);
+      } catch (error) {
+        if (await this.dropIfLetGo(held, log, error)) return;
+        await this.fail(held, error, log);
+        return;
+      }
+      if (!(await this.answer(held, answer.message, log))) return;
+      this.rendersDone++;
+      await this.finished(held, 'success', answer);
+      log.info('task rendered', {
+        resource_view: held.info.view,
+        kind: answer.message.kind,
+        pages: answer.pages,
+        bytes: answer.bytes,
+        duration_ms: Date.now() - held.info.sinceMs,
+        queue_wait_ms: held.queueWaitMs,
+      });
+    } catch (error) {
+      // Not expected (every step catches its own); logged so that nothing
+      // leaves the loop unseen. The lease runs out and the task comes back.
+      log.error('task handling failed', { error: errorMessage(error) });
+    } finally {
+      await this.release(held);
+    }
+  }
+
+  /** Takes a leased task in hand: keeps its lease, tells the supervisor. */
+  private hold(task: LeasedTask, log: Logger): Held {
+    const abort = new AbortController();
+    const held: Held = {
+      info: {
+        taskId: task.id,
+        attempt: task.attempts,
+        view: '',
+        sinceMs: Date.now(),
+      },
+      queueWaitMs: Date.now() - task.enqueuedAt.getTime(),
+      abort,
+      givenBack: false,
+      lease: new LeaseKeeper(
+        task,
+        this.parts.queue,
+        this.parts.config.leaseSeconds,
+        log,
+        {
+          renewed: () => void this.heartbeat(),
+          // A lost lease stops the render at once: another worker may hold
+          // the task now, and this one's result would only repeat its.
+          lost: (error) => abort.abort(error),
+        },
+      ),
     };
-    this.current.set(task.id, { task, info });
+    this.current.set(task.id, held);
     // A heartbeat even when already rendering: the supervisor must know of
     // every lease held, to settle it should this daemon die.
     this.state = 'rendering';
     void this.heartbeat();
-    const lease = this.keepLease(task, log);
-    const queueWaitMs = Date.now() - task.enqueuedAt.getTime();
-    let job: RenderJob | undefined;
-    try {
-      // The supervisor answers the last attempt of a task whose daemon
-      // died with it; this covers a supervisor that could not (it died
-      // too, or its copy of the lease was stale).
-      if (task.attempts > config.maxAttempts) {
-        throw new PermanentError(
-          `gave up after ${config.maxAttempts} attempts: each one was interrupted ` +
-            '(the daemon or its browser stopped in the middle of the render)',
-        );
-      }
-      job = parseTask(task.payload, task.id, this.parts.catalogue, config);
-      info.view = job.manifest.view;
-      // Known limit: a lease lost mid-render is noticed when the render
-      // ends, not at once; the render finishes and its result is dropped.
-      const result = await this.renderAndStore(job, log);
-      if (lease.lost()) return;
-      await publishAnswer(queue, lease.current(), result.message, log);
-      this.rendersDone++;
-      this.finished(task, job, 'success', queueWaitMs, result);
-      log.info('task rendered', {
-        resource_view: job.manifest.view,
-        kind: result.message.kind,
-        pages: result.pages,
-        bytes: result.bytes,
-        duration_ms: Date.now() - info.sinceMs,
-        queue_wait_ms: queueWaitMs,
-      });
-    } catch (error) {
-      if (lease.lost() || error instanceof LeaseLostError) {
-        log.warn('lease lost during the task; dropping the work', {
-          error: errorMessage(error),
-        });
-        return;
-      }
-      await this.fail(lease.current(), job, error, queueWaitMs, log);
-    } finally {
-      lease.stop();
-      this.current.delete(task.id);
-      if (this.current.size === 0 && !this.stopping) this.setState('idle');
+    return held;
+  }
+
+  /** Validates, renders and stores: the result of a task, or a throw. */
+  private async produce(held: Held, log: Logger): Promise<Answer> {
+    const { config, catalogue } = this.parts;
+    const task = held.lease.current;
+    const fields = decodePayload(task.payload, config.maxTaskBytes);
+    held.info.view = knownViewOf(fields, catalogue) ?? '';
+    // The supervisor answers the last attempt of a task whose daemon died
+    // with it; this covers a supervisor that could not (it died too, or
+    // its copy of the lease was stale). Known limit: this answer is itself
+    // a delivery past the limit (reliability.md, "Poison tasks when the
+    // whole machine dies").
+    if (task.attempts > config.maxAttempts) {
+      throw new PermanentError(
+        `gave up after ${config.maxAttempts} attempts: each one was interrupted ` +
+          '(the daemon or its browser stopped in the middle of the render)',
+      );
     }
+    const job = checkTask(fields, task.id, catalogue, config);
+    held.job = job;
+    return this.renderAndStore(job, held.abort.signal, log);
   }
 
   private async renderAndStore(
     job: RenderJob,
+    signal: AbortSignal,
     log: Logger,
-  ): Promise<{
-    message: ResultMessage;
-    pages: number;
-    bytes: number;
-    url?: string;
-  }> {
+  ): Promise<Answer> {
     const { renderer, store, config } = this.parts;
-    const output = await renderer.render(job);
+    const output = await renderer.render(job, signal);
+    signal.throwIfAborted();
     for (const warning of output.warnings)
       log.warn('render warning', { warning });
     const inline =
@@ -356,120 +422,218 @@ export class Daemon {
   }
 
   /**
+   * When the task is no longer this daemon's (its lease was lost, or a
+   * drain gave it back), drops the work: no result, no failure counted.
+   * Resolves whether it did.
+   */
+  private async dropIfLetGo(
+    held: Held,
+    log: Logger,
+    error?: unknown,
+  ): Promise<boolean> {
+    await held.lease.pause();
+    const lost =
+      held.lease.lost ?? (error instanceof LeaseLostError ? error : undefined);
+    if (held.givenBack) {
+      await this.giveBack(held, log);
+      return true;
+    }
+    if (lost === undefined) return false;
+    log.warn('lease lost during the task; dropping the work', {
+      resource_view: held.info.view || undefined,
+      error: errorMessage(lost),
+    });
+    return true;
+  }
+
+  /** Cancels the lease of a task given back, so it is leased again at once. */
+  private async giveBack(held: Held, log: Logger): Promise<void> {
+    if (held.lease.lost !== undefined) return;
+    try {
+      await this.parts.queue.cancelLease(held.lease.current);
+      log.info('gave back the lease of an unfinished task');
+    } catch (error) {
+      log.warn('could not give back a lease; it will expire', {
+        error: errorMessage(error),
+      });
+    }
+  }
+
+  /**
+   * Puts the result, then acknowledges the task. A queue failure is tried
+   * again with backoff, the lease kept meanwhile, for as long as the lease
+   * holds and the daemon is not told to give its tasks back: a queue outage
+   * never counts against the task's attempts, and never turns a finished
+   * render into a failure. Resolves true once the result is out, false when
+   * the work was dropped instead.
+   */
+  private async answer(
+    held: Held,
+    message: ResultMessage,
+    log: Logger,
+  ): Promise<boolean> {
+    const { queue } = this.parts;
+    let put = false;
+    for (let failures = 0; ;) {
+      if (!put && (await this.dropIfLetGo(held, log))) return false;
+      await held.lease.pause();
+      try {
+        if (!put) {
+          await held.lease.freshen();
+          await putResult(queue, held.lease.current.id, message, log);
+          put = true;
+        }
+        await queue.acknowledge(held.lease.current);
+        if (failures > 0)
+          log.info('queue answers again; task answered', { failures });
+        return true;
+      } catch (error) {
+        if (error instanceof LeaseLostError && !put) {
+          await this.dropIfLetGo(held, log, error);
+          return false;
+        }
+        if (error instanceof LeaseLostError || (put && held.givenBack)) {
+          // The result is out: a delivery that follows is answered again,
+          // flagged as a repeat (at least once).
+          log.warn('acknowledge failed after the result was published', {
+            error: errorMessage(error),
+          });
+          return true;
+        }
+        failures++;
+        const waitMs = Math.min(
+          MAX_ANSWER_BACKOFF_MS,
+          FIRST_ANSWER_BACKOFF_MS * 2 ** (failures - 1),
+        );
+        const fields = {
+          error: errorMessage(error),
+          retry_in_ms: waitMs,
+          failures,
+        };
+        // Once at the start, then every tenth try (minutes apart): a queue
+        // that refuses for good shows, without a line every few seconds.
+        if (failures % 10 === 1)
+          log.warn(
+            put
+              ? 'acknowledge failed; trying again'
+              : 'could not put the result; trying again',
+            fields,
+          );
+        else log.debug('queue still failing; trying again', fields);
+        held.lease.resume();
+        await this.sleep(waitMs * (0.5 + Math.random() / 2));
+      }
+    }
+  }
+
+  /**
    * A permanent failure, or a passing one on its last attempt, gets a
    * failure result; a passing one with attempts left is given back with a
-   * backoff.
+   * backoff: its lease is shortened to the backoff, not cancelled (see
+   * "Passing failures: backoff through the lease" in reliability.md).
    */
-  private async fail(
-    task: LeasedTask,
-    job: RenderJob | undefined,
-    error: unknown,
-    queueWaitMs: number,
-    log: Logger,
-  ): Promise<void> {
+  private async fail(held: Held, thrown: unknown, log: Logger): Promise<void> {
     const { config, queue } = this.parts;
+    const error = taskErrorOf(thrown);
+    const task = held.lease.current;
     const reason = errorMessage(error);
     // The dashboard's "last error" is the daemon's or its browser's; a bad
     // task's own failure is shown with its result, not held against it.
     if (!isPermanent(error)) this.lastError = reason;
-    const fields = { resource_view: job?.manifest.view, error: reason };
-    try {
-      if (isPermanent(error) || task.attempts >= config.maxAttempts) {
-        const text = isPermanent(error)
-          ? reason
-          : `gave up after ${task.attempts} attempts: ${reason}`;
-        this.rendersFailed++;
-        log.error('task failed', { ...fields, error: text });
-        await publishAnswer(queue, task, failureResult(task.id, text), log);
-        this.finished(task, job, 'failure', queueWaitMs, undefined, text);
-        return;
-      }
-      const backoffSeconds = Math.min(
-        MAX_RETRY_BACKOFF_SECONDS,
-        2 ** (task.attempts - 1),
+    const fields = {
+      resource_view: held.info.view || undefined,
+      error: reason,
+      ...(error !== thrown ? { cause: errorMessage(thrown) } : {}),
+    };
+    if (isPermanent(error) || task.attempts >= config.maxAttempts) {
+      const text = isPermanent(error)
+        ? reason
+        : `gave up after ${task.attempts} attempts: ${reason}`;
+      const answered = await this.answer(
+        held,
+        failureResult(task.id, text),
+        log,
       );
-      log.warn('task failed for a passing reason; retrying later', {
-        ...fields,
-        backoff_seconds: backoffSeconds,
-      });
+      if (!answered) return;
+      this.rendersFailed++;
+      log.error('task failed', { ...fields, error: text });
+      await this.finished(held, 'failure', undefined, text);
+      return;
+    }
+    const backoffSeconds = Math.min(
+      MAX_RETRY_BACKOFF_SECONDS,
+      2 ** (task.attempts - 1),
+    );
+    log.warn('task failed for a passing reason; retrying later', {
+      ...fields,
+      backoff_seconds: backoffSeconds,
+    });
+    try {
       // A short lease instead of a cancelled one: the task comes back to
       // the queue when the backoff is over, not at once.
       await queue.renew(task, backoffSeconds);
-      this.finished(task, job, 'retry', queueWaitMs, undefined, reason);
-    } catch (publishError) {
-      // The queue refused the failure result or the backoff: the lease runs
-      // out and the task is delivered again, so nothing is lost.
-      log.error('could not answer the task; it will be delivered again', {
-        error: errorMessage(publishError),
+    } catch (backoffError) {
+      // The task then comes back when its full lease runs out, one
+      // attempt used, as the backoff meant anyway; nothing is lost.
+      log.warn('could not shorten the lease to the backoff', {
+        error: errorMessage(backoffError),
       });
     }
+    await this.finished(held, 'retry', undefined, reason);
   }
 
-  /** Renews the lease while the task is in hand; notices a lost lease. */
-  private keepLease(task: LeasedTask, log: Logger) {
-    const { queue, config } = this.parts;
-    let held = task;
-    let lost = false;
-    const everyMs = Math.max(1_000, (config.leaseSeconds * 1000) / 3);
-    const timer = setInterval(() => {
-      queue.renew(held, config.leaseSeconds).then(
-        (renewed) => {
-          held = renewed;
-          const entry = this.current.get(task.id);
-          if (entry) entry.task = renewed;
-          void this.heartbeat();
-        },
-        (error: unknown) => {
-          if (error instanceof LeaseLostError) lost = true;
-          log.warn('lease renewal failed', { error: errorMessage(error) });
-        },
+  /**
+   * Gives up the tasks in hand at the end of a drain's grace: marks them
+   * given back (their work is then dropped without a result) and stops their
+   * renders. Each task's own handler cancels its lease.
+   */
+  private giveBackLeases(): void {
+    // Known limit: the queue has counted this delivery, so a task given
+    // back on its last attempt is answered "gave up" on its next one
+    // (reliability.md, "Drain"); no queue can take a delivery back.
+    for (const held of this.current.values()) {
+      held.givenBack = true;
+      held.abort.abort(
+        new LeaseLostError('the daemon is stopping; the task was given back'),
       );
-    }, everyMs);
-    return {
-      current: () => held,
-      lost: () => lost,
-      stop: () => clearInterval(timer),
-    };
-  }
-
-  private async giveBackLeases(): Promise<void> {
-    for (const { task } of this.current.values()) {
-      try {
-        await this.parts.queue.cancelLease(task);
-        this.parts.logger.info('gave back the lease of an unfinished task', {
-          task_id: task.id,
-        });
-      } catch (error) {
-        this.parts.logger.warn('could not give back a lease; it will expire', {
-          task_id: task.id,
-          error: errorMessage(error),
-        });
-      }
     }
+    this.wakeAll();
   }
 
-  private finished(
-    task: LeasedTask,
-    job: RenderJob | undefined,
+  /**
+   * Reports a task settled: first a heartbeat without its lease (the
+   * supervisor must not settle it again), then the outcome.
+   */
+  private async finished(
+    held: Held,
     outcome: 'success' | 'failure' | 'retry',
-    queueWaitMs: number,
-    result?: { pages: number; bytes: number; url?: string },
+    answer?: Answer,
     error?: string,
-  ): void {
+  ): Promise<void> {
+    const { job } = held;
+    const durationMs = Date.now() - held.info.sinceMs;
+    await this.release(held);
     this.parts.report({
       type: 'task-finished',
-      taskId: task.id,
-      view: job?.manifest.view ?? 'unknown',
+      taskId: held.info.taskId,
+      view: held.info.view || 'unknown',
       outcome,
-      durationMs:
-        Date.now() - (this.current.get(task.id)?.info.sinceMs ?? Date.now()),
-      queueWaitMs,
-      pages: result?.pages ?? 0,
-      bytes: result?.bytes ?? 0,
-      ...(result?.url ? { url: result.url } : {}),
+      durationMs,
+      queueWaitMs: held.queueWaitMs,
+      pages: answer?.pages ?? 0,
+      bytes: answer?.bytes ?? 0,
+      ...(answer?.url ? { url: answer.url } : {}),
       ...(job ? { filename: job.filename } : {}),
       ...(error ? { error } : {}),
     });
+  }
+
+  /** Lets go of a task: its lease unwatched, and gone from the heartbeat. */
+  private async release(held: Held): Promise<void> {
+    await held.lease.pause();
+    if (!this.current.delete(held.info.taskId)) return;
+    if (this.current.size === 0 && !this.stopping) this.state = 'idle';
+    await this.heartbeat();
   }
 
   private setState(state: DaemonState): void {
@@ -489,11 +653,11 @@ export class Daemon {
       this.parts.report({
         type: 'heartbeat',
         state: this.state,
-        tasks: [...this.current.values()].map((entry) => entry.info),
-        leases: [...this.current.values()].map(({ task }) => ({
-          taskId: task.id,
-          attempts: task.attempts,
-          leaseToken: task.leaseToken,
+        tasks: [...this.current.values()].map((held) => held.info),
+        leases: [...this.current.values()].map(({ lease }) => ({
+          taskId: lease.current.id,
+          attempts: lease.current.attempts,
+          leaseToken: lease.current.leaseToken,
         })),
         rendersDone: this.rendersDone,
         rendersFailed: this.rendersFailed,
@@ -514,13 +678,36 @@ export class Daemon {
     }
   }
 
+  /** Waits `ms`, or less when the daemon is stopped meanwhile. */
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      this.wakeUp = () => {
+      const wake = () => {
         clearTimeout(timer);
+        this.sleepers.delete(wake);
         resolve();
       };
+      const timer = setTimeout(wake, ms);
+      this.sleepers.add(wake);
     });
+  }
+
+  private wakeAll(): void {
+    for (const wake of [...this.sleepers]) wake();
+  }
+}
+
+/** Whether `promise` settles within `ms`. */
+async function settlesWithin(
+  promise: Promise<unknown>,
+  ms: number,
+): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { errorMessage } from '../errors';
 import type { Logger } from '../logger';
+import { RESULT_ID_PREFIX, shortTaskId } from '../queue/queue';
 import type { LeasedTask, TaskQueue } from '../queue/queue';
 import type { RenderJob } from '../resources/task';
 
@@ -43,7 +45,9 @@ export const TASK_TAG = 'task';
 
 /**
  * The inline result of a document, or undefined when the whole message,
- * base64 and all, would not fit under `inlineLimitBytes`.
+ * base64 and all, would not fit under `inlineLimitBytes`. The room of a
+ * `duplicate` flag is counted too: whether the message is a repeat is only
+ * known when it is put.
  */
 export function inlineResult(
   job: RenderJob,
@@ -64,7 +68,8 @@ export function inlineResult(
     pages,
     ...(warnings.length > 0 ? { warnings } : {}),
   };
-  return messageBytes(message) <= inlineLimitBytes ? message : undefined;
+  const flagged: ResultMessage = { ...message, duplicate: true };
+  return messageBytes(flagged) <= inlineLimitBytes ? message : undefined;
 }
 
 /** The result of a document stored and linked. */
@@ -103,10 +108,56 @@ export function messageBytes(message: ResultMessage): number {
 }
 
 /**
+ * The queue id a task's result is put under: `result-` and the task's short
+ * id, or a hash of it when that would be too long for a task id. One task,
+ * one result id, so the queue itself can tell a repeat.
+ */
+export function resultIdOf(taskId: string): string {
+  const id = `${RESULT_ID_PREFIX}${shortTaskId(taskId)}`;
+  if (/^[A-Za-z0-9_-]{1,100}$/.test(id)) return id;
+  const hash = createHash('sha256').update(taskId).digest('hex');
+  return `${RESULT_ID_PREFIX}${hash}`;
+}
+
+/**
+ * Puts a task's result on the queue. A task answered before (delivered
+ * again after a lost acknowledgement) is recognised by the queue, from its
+ * record of answered tasks (SQLite) or because the result id is taken
+ * (Cloud Tasks); the repeat is then put with `duplicate: true` under a new
+ * id, so consumers can drop it. Resolves whether it was a repeat. Throws
+ * what the queue throws; calling it again after a failure is safe (a first
+ * put that landed makes the second a flagged repeat).
+ */
+export async function putResult(
+  queue: TaskQueue,
+  taskId: string,
+  message: ResultMessage,
+  log: Logger,
+): Promise<{ duplicate: boolean }> {
+  const answered = (await queue.wasAnswered?.(taskId)) ?? false;
+  const created =
+    !answered &&
+    (await queue.putIfNew(
+      JSON.stringify(message),
+      RESULT_TAG,
+      resultIdOf(taskId),
+    ));
+  if (!created) {
+    log.warn('task was answered before; marking the result a duplicate');
+    await queue.put(
+      JSON.stringify({ ...message, duplicate: true }),
+      RESULT_TAG,
+    );
+  }
+  await queue.recordAnswer?.(taskId);
+  return { duplicate: !created };
+}
+
+/**
  * Publishes a task's result, then acknowledges the task: never the other
- * way round. A task answered before (delivered again after a lost
- * acknowledgement) is answered with `duplicate: true`, so consumers can drop
- * the repeat.
+ * way round. See {@link putResult} for repeats. A refused acknowledgement
+ * is logged, not thrown: the result is out, and a delivery that follows is
+ * answered as a duplicate (at least once).
  */
 export async function publishAnswer(
   queue: TaskQueue,
@@ -114,19 +165,10 @@ export async function publishAnswer(
   message: ResultMessage,
   log: Logger,
 ): Promise<void> {
-  const repeat = (await queue.wasAnswered?.(task.id)) ?? false;
-  const sent: ResultMessage = repeat
-    ? { ...message, duplicate: true }
-    : message;
-  if (repeat)
-    log.warn('task was answered before; marking the result a duplicate');
-  await queue.put(JSON.stringify(sent), RESULT_TAG);
-  await queue.recordAnswer?.(task.id);
+  await putResult(queue, task.id, message, log);
   try {
     await queue.acknowledge(task);
   } catch (error) {
-    // The result is out; the task may be delivered again and answered a
-    // second time with the same pages (at-least-once delivery).
     log.warn('acknowledge failed after the result was published', {
       error: errorMessage(error),
     });

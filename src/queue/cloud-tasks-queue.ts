@@ -25,7 +25,7 @@ import {
 } from '../errors';
 import { partLogger } from '../logger';
 import type { Logger } from '../logger';
-import { checkTaskId } from './queue';
+import { checkQueueId, checkTaskId } from './queue';
 import type { LeaseRequest, LeasedTask, PutOptions, TaskQueue } from './queue';
 
 type ITask = protos.google.cloud.tasks.v2beta2.ITask;
@@ -116,10 +116,10 @@ const MAX_LEASE_TASKS = 1_000;
 const QUEUE_NAME = /^projects\/[^/]+\/locations\/[^/]+\/queues\/[^/]+$/;
 
 /**
- * A Cloud Tasks `v2beta2` pull queue as a {@link TaskQueue}. Known limit: it
- * has no `wasAnswered`/`recordAnswer` (the service keeps no such record), so
- * a result repeated after a lost acknowledgement is not flagged `duplicate`;
- * consumers de-duplicate by `task_id`, and the document is the same.
+ * A Cloud Tasks `v2beta2` pull queue as a {@link TaskQueue}. It has no
+ * `wasAnswered`/`recordAnswer` (the service keeps no such record): a task
+ * answered before is recognised when its result, put under a name derived
+ * from the task's ({@link TaskQueue.putIfNew}), is refused as existing.
  */
 export class CloudTasksQueue implements TaskQueue {
   readonly description: string;
@@ -170,11 +170,34 @@ export class CloudTasksQueue implements TaskQueue {
     tag: string,
     options: PutOptions = {},
   ): Promise<string> {
-    let name: string | undefined;
-    if (options.id !== undefined) {
-      checkTaskId(options.id);
-      name = `${this.queuePath}/tasks/${options.id}`;
-    }
+    if (options.id === undefined) return (await this.create(payload, tag)).name;
+    checkTaskId(options.id);
+    return (await this.create(payload, tag, options.id)).name;
+  }
+
+  /**
+   * Creates a task named `id`; false when the service answers
+   * ALREADY_EXISTS, which it does for a name in use or removed within about
+   * an hour. A retry of a create that landed but whose answer was lost also
+   * reads ALREADY_EXISTS: callers take false as "put before", which is then
+   * true of this very call.
+   */
+  async putIfNew(
+    payload: Buffer | string,
+    tag: string,
+    id: string,
+  ): Promise<boolean> {
+    checkQueueId(id);
+    return (await this.create(payload, tag, id)).created;
+  }
+
+  /** CreateTask, named after `id` when given; ALREADY_EXISTS is `created: false`. */
+  private async create(
+    payload: Buffer | string,
+    tag: string,
+    id?: string,
+  ): Promise<{ name: string; created: boolean }> {
+    const name = id === undefined ? undefined : `${this.queuePath}/tasks/${id}`;
     try {
       const [task] = await this.call('CreateTask', (client, callOptions) =>
         client.createTask(
@@ -186,13 +209,14 @@ export class CloudTasksQueue implements TaskQueue {
         ),
       );
       if (!task.name) throw this.malformed('CreateTask', 'task without a name');
-      return task.name;
+      return { name: task.name, created: true };
     } catch (error) {
       const exists =
         error instanceof QueueUnavailableError &&
         grpcCode(error.cause) === grpc.status.ALREADY_EXISTS;
-      if (name !== undefined && exists) return name;
-      throw error;
+      if (name === undefined || !exists) throw error;
+      this.log.debug('task name taken; not created again', { name });
+      return { name, created: false };
     }
   }
 

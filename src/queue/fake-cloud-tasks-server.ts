@@ -19,6 +19,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { Command, InvalidArgumentError } from 'commander';
 
 /** A protobuf `Timestamp` as proto-loader hands it over (longs as strings). */
 interface TimestampMessage {
@@ -664,28 +665,27 @@ export async function startFakeCloudTasks(
 
 /** Reads `--port N` and `--host H` from command-line arguments. */
 function parseArgs(argv: string[]): FakeCloudTasksOptions {
-  const options: FakeCloudTasksOptions = { port: 8123 };
-  for (let i = 0; i < argv.length; i += 1) {
-    const flag = argv[i];
-    const value = argv[i + 1];
-    if ((flag === '--port' || flag === '--host') && value === undefined) {
-      throw new Error(`${flag} needs a value`);
-    }
-    if (flag === '--port') {
-      const port = Number(value);
-      if (!Number.isInteger(port) || port < 0 || port > 65_535) {
-        throw new Error(`--port: got "${value}", expected 0 to 65535`);
-      }
-      options.port = port;
-      i += 1;
-    } else if (flag === '--host') {
-      options.host = value;
-      i += 1;
-    } else {
-      throw new Error(`unknown argument "${flag}"; use --port N --host H`);
-    }
-  }
-  return options;
+  const program = new Command('fake-cloud-tasks-server')
+    .description(
+      'A local stand-in for Google Cloud Tasks (v2beta2 pull queues) over gRPC.',
+    )
+    .option(
+      '--port <port>',
+      'port to listen on; 0 picks a free one',
+      port,
+      8123,
+    )
+    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .showHelpAfterError()
+    .parse(argv, { from: 'user' });
+  return program.opts<{ port: number; host: string }>();
+}
+
+function port(value: string): number {
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isInteger(n) || n > 65_535)
+    throw new InvalidArgumentError('expected a port from 0 to 65535');
+  return n;
 }
 
 async function main(): Promise<void> {

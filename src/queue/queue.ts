@@ -63,6 +63,16 @@ export interface TaskQueue {
     options?: PutOptions,
   ): Promise<string>;
 
+  /**
+   * Puts a payload under `id` unless the queue knows that id already, and
+   * says which: true when this call created the task, false when a task of
+   * that id was waiting, leased, or removed recently (within about an hour
+   * on Cloud Tasks, whose names stay taken that long; on SQLite only while
+   * it is still on the queue, or answered as a task). Results are put this
+   * way, under an id derived from their task's, so a repeat is recognised.
+   */
+  putIfNew(payload: Buffer | string, tag: string, id: string): Promise<boolean>;
+
   /** Leases up to `max` available tasks with the tag. */
   lease(request: LeaseRequest): Promise<LeasedTask[]>;
 
@@ -99,11 +109,40 @@ export interface TaskQueue {
   close(): Promise<void>;
 }
 
-/** Task ids given by callers: short, and safe in file names and URLs. */
-export function checkTaskId(id: string): void {
+/**
+ * The last segment of a task id: the id itself on SQLite, the `T` of a
+ * Cloud Tasks name `projects/P/locations/L/queues/Q/tasks/T`. Unique within
+ * one queue; what storage keys and result ids are made from.
+ */
+export function shortTaskId(id: string): string {
+  const tail = id.slice(id.lastIndexOf('/') + 1);
+  return tail === '' ? id : tail;
+}
+
+/** Prefix of the ids results are put under; kept from callers' task ids. */
+export const RESULT_ID_PREFIX = 'result-';
+
+/**
+ * Ids the queue accepts: 1 to 100 letters, digits, `-` or `_`, safe in file
+ * names and URLs. Throws an `InvalidTaskIdError` naming the id.
+ */
+export function checkQueueId(id: string): void {
   if (!/^[A-Za-z0-9_-]{1,100}$/.test(id)) {
     throw new InvalidTaskIdError(
       `task id: got ${JSON.stringify(id)}, expected 1 to 100 letters, digits, - or _`,
+    );
+  }
+}
+
+/**
+ * Task ids given by callers: those of {@link checkQueueId}, except ones
+ * starting with `result-`, which results are put under.
+ */
+export function checkTaskId(id: string): void {
+  checkQueueId(id);
+  if (id.startsWith(RESULT_ID_PREFIX)) {
+    throw new InvalidTaskIdError(
+      `task id: got ${JSON.stringify(id)}, expected one not starting with "${RESULT_ID_PREFIX}" (kept for results)`,
     );
   }
 }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { LeaseLostError } from '../errors';
-import { checkTaskId } from './queue';
+import { checkQueueId, checkTaskId } from './queue';
 import type { LeaseRequest, LeasedTask, PutOptions, TaskQueue } from './queue';
 
 interface TaskRow {
@@ -67,22 +67,37 @@ export class SqliteQueue implements TaskQueue {
   ): Promise<string> {
     const id = options.id ?? randomUUID();
     if (options.id !== undefined) checkTaskId(options.id);
+    this.insert(payload, tag, id);
+    return id;
+  }
+
+  async putIfNew(
+    payload: Buffer | string,
+    tag: string,
+    id: string,
+  ): Promise<boolean> {
+    checkQueueId(id);
+    return this.insert(payload, tag, id);
+  }
+
+  /** Inserts a task unless its id is known; true when it was inserted. */
+  private insert(payload: Buffer | string, tag: string, id: string): boolean {
     const insert = this.db.transaction(() => {
       const known = this.db
         .prepare(
           'SELECT 1 FROM tasks WHERE id = ? UNION ALL SELECT 1 FROM answered WHERE id = ?',
         )
         .get(id, id);
-      if (known) return;
+      if (known) return false;
       this.db
         .prepare(
           `INSERT INTO tasks (id, seq, tag, payload, enqueued_ms)
            VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks), ?, ?, ?)`,
         )
         .run(id, tag, Buffer.from(payload), Date.now());
+      return true;
     });
-    insert.immediate();
-    return id;
+    return insert.immediate();
   }
 
   async wasAnswered(taskId: string): Promise<boolean> {

@@ -111,9 +111,11 @@ export class Renderer {
   /**
    * Renders a job: fills the template, prints it, and repeats or re-renders
    * it for its copies. Throws a PermanentError for a bad template and a
-   * TransientError for a crash or a timeout.
+   * TransientError for a crash or a timeout. Once `signal` aborts, the
+   * render stops at once (its page is closed) and throws the abort reason.
    */
-  async render(job: RenderJob): Promise<RenderOutput> {
+  async render(job: RenderJob, signal?: AbortSignal): Promise<RenderOutput> {
+    signal?.throwIfAborted();
     await this.acquireSlot();
     // The deadline counts from here: time spent waiting for a free page is
     // not the render's fault.
@@ -123,8 +125,11 @@ export class Renderer {
       const parts: Buffer[] = [];
       const prints = job.copiesDiffer ? job.copies : 1;
       for (let copy = 1; copy <= prints; copy++) {
+        signal?.throwIfAborted();
         const html = this.fillDocument(job, copy);
-        parts.push(await this.printWithDeadline(job, html, warnings, started));
+        parts.push(
+          await this.printWithDeadline(job, html, warnings, started, signal),
+        );
       }
       const joined = job.copiesDiffer
         ? await joinPdfs(parts)
@@ -305,6 +310,7 @@ export class Renderer {
     html: string,
     warnings: string[],
     startedMs: number,
+    signal?: AbortSignal,
   ): Promise<Buffer> {
     const handle = await this.browser();
     handle.renders++;
@@ -332,11 +338,17 @@ export class Renderer {
         );
       handle.browser.once('disconnected', onDisconnect);
     });
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal?.reason);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
     try {
       return await Promise.race([
         this.printInContext(context, job, html, warnings),
         deadline,
         crashed,
+        aborted,
       ]);
     } catch (error) {
       if (
@@ -350,6 +362,7 @@ export class Renderer {
       clearTimeout(timer);
       // One listener a render would pile up on a long-lived browser.
       if (onDisconnect) handle.browser.off('disconnected', onDisconnect);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
       // Closing the context closes its page and frees the renderer process;
       // without it every failed render would leave a tab behind.
       await this.closeContext(context, handle);

@@ -53,6 +53,13 @@ export const MAX_TEXT_BYTES: Record<string, number> = {
   header_text: 300,
 };
 
+/**
+ * Deepest nesting of arrays and objects a task payload may have. A task
+ * needs two levels; the limit keeps every later step (checks, error
+ * messages, logs) from recursing as deep as a hostile payload asks.
+ */
+export const MAX_JSON_DEPTH = 64;
+
 /** Limits a task is checked against. */
 export interface TaskLimits {
   maxCopies: number;
@@ -94,6 +101,13 @@ export function decodePayload(
   } catch {
     throw new InvalidTaskError('task payload is not valid UTF-8 text');
   }
+  const depth = jsonDepth(text, MAX_JSON_DEPTH);
+  if (depth > MAX_JSON_DEPTH) {
+    throw new InvalidTaskError(
+      `task payload is nested more than ${MAX_JSON_DEPTH} levels deep ` +
+        `(arrays and objects), deeper than the limit of ${MAX_JSON_DEPTH}`,
+    );
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -113,6 +127,48 @@ export function decodePayload(
     );
   }
   return value as Record<string, unknown>;
+}
+
+/**
+ * The nesting depth of arrays and objects in JSON text, read in one pass
+ * without parsing or recursion. Counting stops once it passes `limit`, so
+ * the answer is at most `limit + 1`. Text that is not JSON gets a number
+ * too; JSON.parse judges it afterwards.
+ */
+export function jsonDepth(text: string, limit: number): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (inString) {
+      if (code === 0x5c)
+        i++; // a backslash escapes the next character
+      else if (code === 0x22) inString = false;
+    } else if (code === 0x22) {
+      inString = true;
+    } else if (code === 0x5b || code === 0x7b) {
+      depth++;
+      if (depth > deepest) deepest = depth;
+      if (deepest > limit) return deepest;
+    } else if (code === 0x5d || code === 0x7d) {
+      depth--;
+    }
+  }
+  return deepest;
+}
+
+/**
+ * The resource view a task names, when it is one the catalogue knows,
+ * whether or not the rest of the task is valid: failure reports and metrics
+ * can then say which resource failed.
+ */
+export function knownViewOf(
+  task: Record<string, unknown>,
+  catalogue: Catalogue,
+): string | undefined {
+  const view = task['resource_view'];
+  return typeof view === 'string' ? catalogue.get(view)?.view : undefined;
 }
 
 /** Checks a decoded task object; see {@link parseTask}. */
@@ -282,9 +338,47 @@ function copiesDiffer(
   );
 }
 
+/** Longest text of a value quoted in an error message, in characters. */
+const SHOWN_CHARS = 60;
+
+/**
+ * A value as JSON for an error message, clipped to {@link SHOWN_CHARS}.
+ * Written with an explicit stack and stopped once long enough, so neither a
+ * deep nor a huge value costs more than a few dozen steps.
+ */
 function show(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+  let text = '';
+  const todo: ({ text: string } | { value: unknown })[] = [{ value }];
+  while (todo.length > 0 && text.length <= SHOWN_CHARS) {
+    const next = todo.pop() as { text: string } | { value: unknown };
+    if ('text' in next) {
+      text += next.text;
+      continue;
+    }
+    const item = next.value;
+    if (Array.isArray(item)) {
+      text += '[';
+      todo.push({ text: ']' });
+      const items = item.slice(0, SHOWN_CHARS) as unknown[];
+      for (let i = items.length - 1; i >= 0; i--) {
+        todo.push({ value: items[i] });
+        if (i > 0) todo.push({ text: ',' });
+      }
+    } else if (typeof item === 'object' && item !== null) {
+      text += '{';
+      todo.push({ text: '}' });
+      const entries = Object.entries(item).slice(0, SHOWN_CHARS);
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const [key, inner] = entries[i] as [string, unknown];
+        todo.push({ value: inner });
+        todo.push({ text: `${JSON.stringify(key)}:` });
+        if (i > 0) todo.push({ text: ',' });
+      }
+    } else {
+      text += JSON.stringify(item) ?? String(item);
+    }
+  }
+  return text.length > SHOWN_CHARS ? `${text.slice(0, 57)}...` : text;
 }
 
 function listWords(words: string[]): string {

@@ -1,17 +1,27 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { StorageError } from '../errors';
+import { StorageError, errorMessage } from '../errors';
+import { partLogger } from '../logger';
+import type { Logger } from '../logger';
+import { shortTaskId } from '../queue/queue';
 
 /**
  * Where linked documents go: a directory (locally `data/output`, in
  * production a mounted bucket) and the public base URL links are built
- * from. A document is stored under its task id, so a repeated task
- * overwrites its own file and never another's.
+ * from. A document is stored under its task's short id (the last segment of
+ * a Cloud Tasks name), so a repeated task overwrites its own file and never
+ * another's.
  */
 export class DocumentStore {
+  /**
+   * @param dir folder the documents are written under
+   * @param publicUrl base of the links, ending in `/`
+   * @param logger where clean-up failures go; default the `storage` part
+   */
   constructor(
     readonly dir: string,
     readonly publicUrl: string,
+    private readonly logger: Logger = partLogger('storage'),
   ) {}
 
   /**
@@ -27,25 +37,37 @@ export class DocumentStore {
       await fs.writeFile(temporary, pdf);
       await fs.rename(temporary, target);
     } catch (error) {
-      await fs.rm(temporary, { force: true }).catch(() => undefined);
-      throw new StorageError(
-        `could not store ${key}: ${(error as Error).message}`,
-        {
-          cause: error,
-        },
-      );
+      await this.removeTemporary(temporary);
+      throw new StorageError(`could not store ${key}: ${errorMessage(error)}`, {
+        cause: error,
+      });
     }
     return this.urlOf(key);
   }
 
-  /** The storage key of a task's document: `<task id>/<file name>`. */
+  /**
+   * The storage key of a task's document: `<short task id>/<file name>`,
+   * each segment kept from climbing out of its folder.
+   */
   keyOf(taskId: string, filename: string): string {
-    return `${safeSegment(taskId)}/${safeSegment(filename)}`;
+    return `${safeSegment(shortTaskId(taskId))}/${safeSegment(filename)}`;
   }
 
   /** The public URL of a key, each segment percent-encoded. */
   urlOf(key: string): string {
     return this.publicUrl + key.split('/').map(encodeURIComponent).join('/');
+  }
+
+  /** Removes a failed write's temporary file; a leftover is only logged. */
+  private async removeTemporary(file: string): Promise<void> {
+    try {
+      await fs.rm(file, { force: true });
+    } catch (error) {
+      this.logger.warn('could not remove a temporary file', {
+        file,
+        error: errorMessage(error),
+      });
+    }
   }
 }
 

@@ -5,6 +5,7 @@ import { expect } from 'chai';
 import { pageTexts, pdfFacts } from '../support/pdf';
 import type { Farm, Result } from '../support/farm';
 import { startFarm, waitFor } from '../support/farm';
+import { shortTaskId } from '../../src/queue/queue';
 import { RESOURCES_DIR, makeResourceRoot, taskFor } from '../support/resources';
 
 const PROJECT = path.resolve(__dirname, '..', '..', '..');
@@ -269,26 +270,30 @@ describe('delivery: kills, duplicates and poison tasks', function () {
     await farm?.stop();
   });
 
-  it('B17(a): a daemon killed mid-render loses nothing; the task is answered once', async () => {
-    farm = await startFarm({
-      RENDER_DAEMONS: '2',
-      RENDER_RESOURCES_DIR: root,
-      RENDER_LEASE_SECONDS: '12',
-      RENDER_TIMEOUT_SECONDS: '10',
-      RENDER_LOG_LEVEL: 'warn',
-    });
-    await farm.daemonsUp();
-    const id = await farm.enqueue(taskFor('slow', { wait_ms: 5000 }));
-    const holder = await farm.holderOf(id);
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
-    process.kill(holder.pid, 'SIGKILL');
+  for (const backend of ['sqlite', 'cloud-tasks'] as const)
+    it(`B17(a): a daemon killed mid-render loses nothing; the task is answered once (${backend})`, async () => {
+      farm = await startFarm(
+        {
+          RENDER_DAEMONS: '2',
+          RENDER_RESOURCES_DIR: root,
+          RENDER_LEASE_SECONDS: '12',
+          RENDER_TIMEOUT_SECONDS: '10',
+          RENDER_LOG_LEVEL: 'warn',
+        },
+        backend,
+      );
+      await farm.daemonsUp();
+      const id = await farm.enqueue(taskFor('slow', { wait_ms: 5000 }));
+      const holder = await farm.holderOf(id);
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      process.kill(holder.pid, 'SIGKILL');
 
-    const results = await farm.results(1, 12_000 + 20_000 + 10_000);
-    expect(results).to.have.length(1);
-    expect(results[0]?.task_id).to.equal(id);
-    expect(results[0]?.success).to.equal(true);
-    expect(await farm.results(1, 3_000)).to.have.length(0);
-  });
+      const results = await farm.results(1, 12_000 + 20_000 + 10_000);
+      expect(results).to.have.length(1);
+      expect(results[0]?.task_id).to.equal(id);
+      expect(results[0]?.success).to.equal(true);
+      expect(await farm.results(1, 3_000)).to.have.length(0);
+    });
 
   it('drains through scripts/shutdown-script.sh: exits 0 with no lease left held', async () => {
     farm = await startFarm({
@@ -338,21 +343,28 @@ describe('delivery: kills, duplicates and poison tasks', function () {
     }
   });
 
-  it('B17(b): a task put twice under one id is rendered and answered once', async () => {
-    farm = await startFarm({
-      RENDER_DAEMONS: '1',
-      RENDER_RESOURCES_DIR: root,
-      RENDER_LOG_LEVEL: 'warn',
+  for (const backend of ['sqlite', 'cloud-tasks'] as const)
+    it(`B17(b): a task put twice under one id is rendered and answered once (${backend})`, async () => {
+      farm = await startFarm(
+        {
+          RENDER_DAEMONS: '1',
+          RENDER_RESOURCES_DIR: root,
+          RENDER_LOG_LEVEL: 'warn',
+        },
+        backend,
+      );
+      const task = taskFor('slow', { wait_ms: 0 });
+      const id = await farm.enqueue(task, 'T3');
+      expect(shortTaskId(id)).to.equal('T3');
+      expect(await farm.enqueue(task, 'T3')).to.equal(id);
+      const first = await farm.results(2, 30_000);
+      expect(first.map((r) => r.task_id)).to.deep.equal([id]);
+      // Put again after it was answered: still remembered, not rendered
+      // again (SQLite keeps answered ids; Cloud Tasks keeps a removed
+      // task's name taken for about an hour).
+      expect(await farm.enqueue(task, 'T3')).to.equal(id);
+      expect(await farm.results(1, 5_000)).to.have.length(0);
     });
-    const task = taskFor('slow', { wait_ms: 0 });
-    expect(await farm.enqueue(task, 'T3')).to.equal('T3');
-    expect(await farm.enqueue(task, 'T3')).to.equal('T3');
-    const first = await farm.results(2, 30_000);
-    expect(first.map((r) => r.task_id)).to.deep.equal(['T3']);
-    // Put again after it was answered: still remembered, not rendered again.
-    expect(await farm.enqueue(task, 'T3')).to.equal('T3');
-    expect(await farm.results(1, 5_000)).to.have.length(0);
-  });
 
   it('B13: an undefined variable fails the task once, naming it, and the daemon lives on', async () => {
     farm = await startFarm({
@@ -407,7 +419,14 @@ describe('delivery: kills, duplicates and poison tasks', function () {
         JSON.stringify({ ...taskFor('smoke'), blob: 'a'.repeat(5_000_000) }),
         /larger than the limit/,
       ],
-      ['['.repeat(10_000) + ']'.repeat(10_000), /JSON object, got an array/],
+      ['['.repeat(10_000) + ']'.repeat(10_000), /nested more than 64 levels/],
+      [
+        JSON.stringify(taskFor('smoke')).replace(
+          '"copies":1',
+          `"copies":${'['.repeat(200_000)}1${']'.repeat(200_000)}`,
+        ),
+        /nested more than 64 levels deep .*limit of 64/,
+      ],
     ];
     const ids: string[] = [];
     for (const [body] of bodies) ids.push(await farm.enqueue(body));

@@ -4,6 +4,8 @@
 process.env.METADATA_SERVER_DETECTION = 'none';
 
 import assert from 'node:assert/strict';
+import { fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +24,7 @@ import { startFakeCloudTasks } from '../../src/queue/fake-cloud-tasks-server';
 import type { FakeCloudTasks } from '../../src/queue/fake-cloud-tasks-server';
 import type { LeasedTask, TaskQueue } from '../../src/queue/queue';
 import { SqliteQueue } from '../../src/queue/sqlite-queue';
+import type { WorkerMessage } from '../support/lease-worker';
 
 /** Retries kept short so that outages in tests last well under a second. */
 const TEST_RETRY: CloudTasksRetryPolicy = {
@@ -38,7 +41,51 @@ const PAST_LEASE_MS = 1_150;
 interface Backend {
   /** Another handle on the same queue, as a second worker would hold. */
   open(): TaskQueue;
+  /** The queue as a `RENDER_QUEUE` spec and emulator endpoint. */
+  spec: { queue: string; endpoint?: string };
   close(): Promise<void>;
+}
+
+/** The compiled worker process of the concurrent-leasing test. */
+const LEASE_WORKER = path.resolve(
+  __dirname,
+  '..',
+  'support',
+  'lease-worker.js',
+);
+
+/**
+ * Forks `count` worker processes on the queue, starts them together once
+ * all are ready, and resolves the ids each one leased.
+ */
+async function leaseFromProcesses(
+  spec: Backend['spec'],
+  count: number,
+): Promise<string[][]> {
+  const workers = Array.from({ length: count }, () =>
+    fork(LEASE_WORKER, [spec.queue, spec.endpoint ?? ''], {
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    }),
+  );
+  const message = (worker: ChildProcess, type: WorkerMessage['type']) =>
+    new Promise<WorkerMessage>((resolve, reject) => {
+      worker.on('message', (m: WorkerMessage) => {
+        if (m.type === type) resolve(m);
+      });
+      worker.once('exit', (code) =>
+        reject(new Error(`lease worker exited with ${code} before "${type}"`)),
+      );
+    });
+  try {
+    await Promise.all(workers.map((w) => message(w, 'ready')));
+    const done = workers.map((w) => message(w, 'done'));
+    for (const worker of workers) worker.send('go');
+    return (await Promise.all(done)).map((m) =>
+      m.type === 'done' ? m.seen : [],
+    );
+  } finally {
+    for (const worker of workers) if (worker.exitCode === null) worker.kill();
+  }
 }
 
 type BackendFactory = () => Promise<Backend>;
@@ -236,26 +283,17 @@ function contract(name: string, makeBackend: BackendFactory): void {
       );
     });
 
-    it('never gives one task to two concurrent leasers', async function () {
-      const count = 24;
+    it('never gives one task to two worker processes leasing at once', async function () {
+      this.timeout(60_000);
+      const count = 200;
       for (let n = 0; n < count; n += 1) await queue.put(`t${n}`, 'task');
-      const workers = [queue, backend.open(), backend.open()];
 
-      const drain = async (worker: TaskQueue) => {
-        const seen: string[] = [];
-        for (;;) {
-          const batch = await worker.lease({
-            tag: 'task',
-            max: 2,
-            leaseSeconds: 30,
-          });
-          if (batch.length === 0) return seen;
-          seen.push(...batch.map((task) => task.id));
-        }
-      };
-      const seen = (await Promise.all(workers.map(drain))).flat();
-      assert.equal(seen.length, count);
-      assert.equal(new Set(seen).size, count);
+      const perWorker = await leaseFromProcesses(backend.spec, 4);
+      const seen = perWorker.flat();
+      assert.equal(seen.length, count, 'every task leased once');
+      assert.equal(new Set(seen).size, count, 'no task leased twice');
+      // The workers did run side by side: more than one got tasks.
+      assert.ok(perWorker.filter((ids) => ids.length > 0).length > 1);
     });
 
     it('puts a task with its own id only once', async function () {
@@ -271,6 +309,24 @@ function contract(name: string, makeBackend: BackendFactory): void {
       assert.ok(
         (await rejection(() =>
           queue.put('x', 'task', { id: 'no spaces' }),
+        )) instanceof InvalidTaskIdError,
+      );
+    });
+
+    it('creates a task with putIfNew once, and says whether it did', async function () {
+      assert.equal(await queue.putIfNew('one', 'result', 'result-t1'), true);
+      assert.equal(await queue.putIfNew('two', 'result', 'result-t1'), false);
+      const [held] = await queue.lease({
+        tag: 'result',
+        max: 5,
+        leaseSeconds: 30,
+      });
+      assert.equal(held?.payload.toString(), 'one');
+      assert.equal(await queue.putIfNew('three', 'result', 'result-t1'), false);
+      // Caller task ids may not take the results' prefix.
+      assert.ok(
+        (await rejection(() =>
+          queue.put('x', 'task', { id: 'result-t1' }),
         )) instanceof InvalidTaskIdError,
       );
     });
@@ -301,6 +357,7 @@ function sqliteBackend(): Promise<Backend> {
   const file = path.join(dir, 'queue.db');
   const opened: SqliteQueue[] = [];
   return Promise.resolve({
+    spec: { queue: `sqlite:${file}` },
     open: () => {
       const queue = new SqliteQueue(file);
       opened.push(queue);
@@ -322,6 +379,7 @@ function cloudTasksBackend(): Promise<Backend> {
   const queuePath = `projects/test/locations/here/queues/q-${randomUUID()}`;
   const opened: CloudTasksQueue[] = [];
   return Promise.resolve({
+    spec: { queue: `cloud-tasks:${queuePath}`, endpoint: address },
     open: () => {
       const queue = new CloudTasksQueue(queuePath, {
         emulatorEndpoint: address,
@@ -495,6 +553,20 @@ describe('CloudTasksQueue when the service fails', function () {
         server.tasks(queuePath).map((t) => t.payload.toString()),
         ['y'],
       );
+    } finally {
+      await queue.close();
+    }
+  });
+
+  it('keeps the name of a removed task taken, as the service does', async function () {
+    const queue = open();
+    try {
+      const name = await queue.put('x', 'task', { id: 'once' });
+      const task = await leaseOne(queue);
+      await queue.acknowledge(task);
+      assert.equal(await queue.put('y', 'task', { id: 'once' }), name);
+      assert.equal(await queue.putIfNew('y', 'task', 'once'), false);
+      assert.deepEqual(server.tasks(queuePath), []);
     } finally {
       await queue.close();
     }

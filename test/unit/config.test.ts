@@ -61,10 +61,50 @@ describe('loadConfig', () => {
       ConfigError,
       /RENDER_LEASE_SECONDS: got 30, expected more than RENDER_TIMEOUT_SECONDS \(60\)/,
     );
+    expect(() =>
+      loadConfig({
+        RENDER_TIMEOUT_SECONDS: '10',
+        RENDER_ASSET_TIMEOUT_SECONDS: '10',
+      }),
+    ).to.throw(
+      ConfigError,
+      /RENDER_ASSET_TIMEOUT_SECONDS: got 10, expected less than RENDER_TIMEOUT_SECONDS \(10\)/,
+    );
+    expect(
+      loadConfig({
+        RENDER_TIMEOUT_SECONDS: '10',
+        RENDER_ASSET_TIMEOUT_SECONDS: '9',
+      }).assetTimeoutSeconds,
+    ).to.equal(9);
     expect(() => loadConfig({ RENDER_HEARTBEAT_MS: '30000' })).to.throw(
       ConfigError,
       /RENDER_HEARTBEAT_MS: got 30000, expected less than RENDER_HEARTBEAT_TIMEOUT_MS/,
     );
+  });
+
+  it('takes an empty or blank variable as unset', () => {
+    const config = loadConfig({
+      RENDER_PORT: ' ',
+      RENDER_HOST: '',
+      RENDER_PUBLIC_URL: '  ',
+      RENDER_ADMIN_TOKEN: ' ',
+      RENDER_LOG_LEVEL: '',
+    });
+    expect(config.port).to.equal(8080);
+    expect(config.host).to.equal('127.0.0.1');
+    expect(config.publicUrl).to.equal('http://127.0.0.1:8080/files/');
+    expect(config.adminToken).to.equal(undefined);
+    expect(config.logLevel).to.equal('info');
+  });
+
+  it('lets a command choose the log level used when none is set', () => {
+    expect(loadConfig({}, { defaultLogLevel: 'warn' }).logLevel).to.equal(
+      'warn',
+    );
+    expect(
+      loadConfig({ RENDER_LOG_LEVEL: 'debug' }, { defaultLogLevel: 'warn' })
+        .logLevel,
+    ).to.equal('debug');
   });
 
   it('splits the static folders in search order', () => {

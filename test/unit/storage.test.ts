@@ -38,9 +38,27 @@ describe('DocumentStore', () => {
 
   it('keeps names from climbing out of the folder', () => {
     const store = new DocumentStore('/out', 'http://x/');
-    const key = store.keyOf('../../etc', '../passwd');
-    expect(key).to.equal('__.._etc/__passwd');
-    expect(path.resolve('/out', key).startsWith('/out/')).to.equal(true);
+    for (const [id, name] of [
+      ['../../etc', '../passwd'],
+      ['..', '..'],
+      ['a\\..\\b', '/etc/passwd'],
+    ] as const) {
+      const key = store.keyOf(id, name);
+      expect(key.split('/')).to.have.length(2);
+      expect(path.resolve('/out', key).startsWith('/out/')).to.equal(true);
+    }
+    expect(store.keyOf('../../etc', '../passwd')).to.equal('etc/__passwd');
+  });
+
+  it('stores a Cloud Tasks task under its short id, not its full name', async () => {
+    const store = new DocumentStore(dir(), 'http://x/files/');
+    const url = await store.save(
+      'projects/p/locations/l/queues/q/tasks/0f3a9c',
+      'a.pdf',
+      Buffer.from('%PDF-1'),
+    );
+    expect(url).to.equal('http://x/files/0f3a9c/a.pdf');
+    expect(fs.readdirSync(store.dir)).to.deep.equal(['0f3a9c']);
   });
 
   it('fails with a StorageError when the folder cannot be written', async () => {

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { InvalidTaskError } from '../../src/errors';
 import { Catalogue } from '../../src/resources/catalogue';
-import { parseTask } from '../../src/resources/task';
+import { checkTask, jsonDepth, parseTask } from '../../src/resources/task';
 import { makeResourceRoot, taskFor } from '../support/resources';
 
 const limits = { maxCopies: 50, maxTaskBytes: 1_000_000 };
@@ -204,7 +204,55 @@ describe('parseTask', () => {
     const deep = '['.repeat(10_000) + ']'.repeat(10_000);
     expect(() => parse(deep)).to.throw(
       InvalidTaskError,
-      /must be a JSON object, got an array/,
+      /task payload is nested more than 64 levels deep/,
+    );
+  });
+
+  it('rejects a field nested 200,000 levels deep, naming the limit (B19)', () => {
+    const copies = '['.repeat(200_000) + '1' + ']'.repeat(200_000);
+    const text = JSON.stringify(valid()).replace(
+      '"copies":1',
+      `"copies":${copies}`,
+    );
+    expect(text.length).to.be.below(limits.maxTaskBytes);
+    expect(() => parse(text)).to.throw(
+      InvalidTaskError,
+      /nested more than 64 levels deep .*the limit of 64/,
+    );
+  });
+
+  it('takes JSON nested up to the limit, braces inside strings not counted', () => {
+    const nested = '['.repeat(63) + '1' + ']'.repeat(63);
+    const text = JSON.stringify({ ...valid(), note: '[[[[{{{{' }).replace(
+      '"copies":1',
+      `"extra":${nested},"copies":1`,
+    );
+    expect(parse(text).copies).to.equal(1);
+    expect(jsonDepth(text, 64)).to.equal(64);
+    // A backslash ending a string does not escape its closing quote.
+    expect(jsonDepth('["\\\\"[', 64)).to.equal(2);
+    expect(jsonDepth('["\\"["]', 64)).to.equal(1);
+  });
+
+  it('quotes a deep or huge wrong value in few characters, without recursing', () => {
+    const deep: unknown[] = [];
+    let inner = deep;
+    for (let i = 0; i < 100_000; i++) {
+      const next: unknown[] = [];
+      inner.push(next);
+      inner = next;
+    }
+    const task = { ...valid(), bits: deep };
+    expect(() => checkTask(task, 't', catalogue, limits)).to.throw(
+      InvalidTaskError,
+      /option bits: got \[\[\[\[.*\.\.\., expected 4 or 8/,
+    );
+    const wide = {
+      ...valid(),
+      bits: Array.from({ length: 1_000_000 }, () => 1),
+    };
+    expect(() => checkTask(wide, 't', catalogue, limits)).to.throw(
+      /option bits: got \[1,1,1/,
     );
   });
 });
