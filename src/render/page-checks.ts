@@ -48,9 +48,11 @@ export async function waitForAssets(
  * level, inside @media, @supports, @layer or any other grouping rule, in an
  * @import-ed or a constructed stylesheet, for every page selector):
  *
- * - every `size` and `page-orientation` is removed, and a last rule gives
- *   the paper (portrait) with `!important`, so the task's `paper_size`
- *   always decides, in size and orientation;
+ * - every `size` and `page-orientation` is removed, and a last rule sets
+ *   `size: auto !important` (the paper the page is printed on), so the
+ *   task's `paper_size` always decides, in size and orientation. (A size
+ *   in millimetres there would do too, but Chromium then centres the
+ *   210 mm page on its 210.2 mm wide A4 sheet, 1 px off.)
  * - every `margin-top` and `margin-bottom` must be at least `minMm`, or the
  *   template is refused: the header and footer are printed in those
  *   margins, and Chromium would print them over the body or drop them.
@@ -188,7 +190,7 @@ export async function fitPageRules(
       }
       const paperRule = document.createElement('style');
       paperRule.textContent =
-        `@page { size: ${args.widthMm}mm ${args.heightMm}mm !important; ` +
+        `@page { size: auto !important; ` +
         'page-orientation: upright !important; }';
       document.documentElement.appendChild(paperRule);
       return { tooSmall, unchecked, unreadable };
