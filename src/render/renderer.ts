@@ -214,7 +214,7 @@ export class Renderer {
   async ping(timeoutMs = 2_000): Promise<boolean> {
     // One probe at a time: the watcher's and the daemon's would otherwise
     // replace one frozen browser twice.
-    this.probing ??= this.probe(timeoutMs, 1).finally(() => {
+    this.probing ??= this.probe(timeoutMs, 0).finally(() => {
       this.probing = undefined;
     });
     return this.probing;
@@ -254,18 +254,18 @@ export class Renderer {
   }
 
   /**
-   * Probes the browser every `probeIntervalMs` while renders run: the
-   * daemon probes only between renders, and a frozen browser would
-   * otherwise hold every render until its deadline.
+   * Probes the browser while renders run: the daemon probes only between
+   * renders, and a frozen browser would otherwise hold every render until
+   * its deadline. Every half `probeIntervalMs`, and a browser fails only
+   * when two round trips in a row miss (a loaded machine may delay one):
+   * a frozen browser is still found within one interval and two timeouts.
    */
   private watchWhileRendering(): void {
     if (this.watchTimer) return;
-    const everyMs = this.options.probeIntervalMs ?? 5_000;
+    const everyMs = (this.options.probeIntervalMs ?? 5_000) / 2;
     const timeoutMs = this.options.probeTimeoutMs ?? 2_000;
     this.watchTimer = setInterval(() => {
       if (this.active === 0 || !this.handle) return;
-      // A second, immediate round trip before giving up: a loaded machine
-      // may delay one answer, never two in a row by seconds.
       this.probing ??= this.probe(timeoutMs, 1).finally(() => {
         this.probing = undefined;
       });

@@ -13,16 +13,26 @@ import {
   metric,
   parsePrometheus,
   busiestRenderer,
+  psLines,
   sleep,
   waitFor,
 } from '../support/supervisor-harness';
 
 /**
  * The per-render timeout T of these tests, in seconds. A heap-exhausting
- * script takes Chromium's V8 about 5 s of GC thrashing to die on this
- * 2-core machine; B08 wants the failure in under 0.5·T.
+ * script takes Chromium's V8 1.3 to 3.6 s of GC thrashing to die on this
+ * 2-core machine (measured); B08 wants the failure in under 0.5·T, 6 s.
  */
 const T_SECONDS = 12;
+
+/**
+ * B10's kill cycles and renders in this test. The case asks for 20 and 50;
+ * a cycle takes about 5 s here (a 3 s render, its retry after a 1 s
+ * backoff), so the full run takes two minutes and is the "soak" figure of
+ * scripts/benchmark.ts instead.
+ */
+const B10_CYCLES = 6;
+const B10_RENDERS = 20;
 
 /** The browser probe interval I of these tests, in ms. */
 const PROBE_MS = 1_500;
@@ -49,6 +59,71 @@ async function browserRestarts(
   reason: string,
 ): Promise<number> {
   return metric(await metrics(h), 'render_browser_restarts_total', { reason });
+}
+
+/**
+ * "P smoke tasks at once": with pool size P (pages of the one daemon), P
+ * smoke tasks enqueued together all succeed in under 10 s. Only honest
+ * with every slot free, so it first waits until nothing is rendering.
+ */
+async function poolSmokesOk(h: SupervisorHarness): Promise<void> {
+  await waitFor(
+    () => h.daemons().every((d) => d.tasks.length === 0),
+    60_000,
+    'every slot free',
+  );
+  const pool = h.config.daemons * h.config.pagesPerDaemon;
+  const startedAt = Date.now();
+  const ids: string[] = [];
+  for (let i = 0; i < pool; i++) ids.push(await h.enqueue('smoke'));
+  for (const id of ids) {
+    const result = await h.waitForResult(id, 10_000);
+    assert.equal(result.success, true, result.error);
+  }
+  const tookMs = Date.now() - startedAt;
+  assert.ok(tookMs < 10_000, `${pool} smoke tasks took ${tookMs} ms`);
+}
+
+/**
+ * Live (not zombie) Chromium processes of this test's supervisor: its
+ * descendants (daemons, browsers, renderers, zygotes) and any process that
+ * names a profile folder its browsers used (an orphan reparented to init).
+ * Other suites running on the machine at the same time are not counted.
+ */
+function ownChromiumProcesses(h: SupervisorHarness): string[] {
+  const rows = psLines().map((line) => {
+    const [pid, ppid, stat, ...args] = line.trim().split(/\s+/);
+    return {
+      pid: Number(pid),
+      ppid: Number(ppid),
+      stat: stat ?? '',
+      args: args.join(' '),
+      line,
+    };
+  });
+  const children = new Map<number, number[]>();
+  for (const row of rows)
+    children.set(row.ppid, [...(children.get(row.ppid) ?? []), row.pid]);
+  const mine = new Set<number>();
+  const stack = [process.pid];
+  while (stack.length > 0) {
+    const pid = stack.pop() as number;
+    for (const child of children.get(pid) ?? []) {
+      if (!mine.has(child)) {
+        mine.add(child);
+        stack.push(child);
+      }
+    }
+  }
+  const profiles = [...h.profilesSeen];
+  return rows
+    .filter(
+      (row) =>
+        !row.stat.startsWith('Z') &&
+        /chrom/i.test(row.args.split(' ')[0] ?? '') &&
+        (mine.has(row.pid) || profiles.some((dir) => row.args.includes(dir))),
+    )
+    .map((row) => row.line);
 }
 
 /** "Next task OK": a smoke task succeeds in under 10 s and /healthz is 200. */
@@ -97,13 +172,15 @@ describe('cases B08, B10, B12', function () {
     after(async () => h?.stop());
     beforeEach(async () => h.waitReady());
 
-    it('B08(a): a heap-exhausting template fails fast with a crash error; other renders are unaffected', async () => {
+    it('B08(a): a heap-exhausting template fails in under 0.5·T with a crash error; a render beside it is unaffected', async () => {
       const started = Date.now();
       const hog = await h.enqueue('heap-hog');
-      const smoke = await h.enqueue('smoke');
+      await waitRendering(h, hog);
+      // A 3 s render in the daemon's other page while the hog grows.
+      const beside = await h.enqueue('slow', { wait_ms: 3000 });
 
-      const smokeResult = await h.waitForResult(smoke, 15_000);
-      assert.equal(smokeResult.success, true, smokeResult.error);
+      const besideResult = await h.waitForResult(beside, 30_000);
+      assert.equal(besideResult.success, true, besideResult.error);
       const result = await h.waitForResult(hog, 40_000);
       assert.equal(result.success, false);
       assert.match(result.error ?? '', /crash/i);
@@ -115,17 +192,30 @@ describe('cases B08, B10, B12', function () {
         ['retry', 'failure'],
       );
       for (const attempt of attempts) {
-        // The crash, not the deadline, ended each attempt. The case asks for
-        // under 0.5·T; V8's last-resort GCs before the OOM alone take 5 s or
-        // more on this loaded 2-core machine, so only "before T" is asserted.
+        // The crash, not the deadline, ended each attempt, in under 0.5·T.
         assert.match(attempt.error ?? '', /renderer crashed/);
         assert.ok(
-          attempt.durationMs < T_SECONDS * 1000,
+          attempt.durationMs < (T_SECONDS * 1000) / 2,
           `attempt took ${attempt.durationMs} ms`,
         );
       }
-      assert.ok(Date.now() - started < 30_000);
+      // The render beside it ran at the same time as the first crash, in
+      // one attempt.
+      const besideDone = finished.filter((e) => e.taskId === beside);
+      assert.deepEqual(
+        besideDone.map((e) => e.outcome),
+        ['success'],
+      );
+      const first = attempts[0] as Finished;
+      const besideEvent = besideDone[0] as Finished;
+      assert.ok(
+        besideEvent.atMs - besideEvent.durationMs < first.atMs &&
+          besideEvent.atMs > first.atMs - first.durationMs,
+        'the two renders overlapped',
+      );
+      assert.ok(Date.now() - started < 40_000);
       await nextTaskOk(h);
+      await poolSmokesOk(h);
     });
 
     it('B08(b): killing the renderer of a slow render fails that attempt with a crash error within 0.5·T', async () => {
@@ -160,20 +250,28 @@ describe('cases B08, B10, B12', function () {
         `${first.atMs - killedAt} ms`,
       );
 
-      // Its retry hangs again beside the smoke tasks until T (left to B10).
-      const smokes = [await h.enqueue('smoke'), await h.enqueue('smoke')];
-      const startedAt = Date.now();
-      for (const id of smokes)
-        assert.equal((await h.waitForResult(id, 10_000)).success, true);
-      assert.ok(
-        Date.now() - startedAt < 10_000,
-        'P smoke tasks at once in under 10 s',
-      );
+      // Its retry hangs again until T and gives up; then, with every slot
+      // free, P smoke tasks at once.
+      const last = await h.waitForResult(slow, T_SECONDS * 1000 + 30_000);
+      assert.equal(last.success, false);
+      assert.match(last.error ?? '', /gave up after 2 attempts/);
+      await nextTaskOk(h);
+      await poolSmokesOk(h);
     });
 
-    it('B10: 4 cycles of killing the browser mid-render leave no zombie, process or profile behind (20 cycles reduced to 4, 50 renders to 10)', async () => {
-      const cycles = 4;
+    it(`B10: ${B10_CYCLES} cycles of killing the browser mid-render, then ${B10_RENDERS} renders, leave no zombie, extra process or profile behind (the full 20 and 50: scripts/benchmark.ts soak)`, async () => {
+      const cycles = B10_CYCLES;
       const socketDirsBefore = chromiumSocketDirs();
+      // The steady state after start-up: one idle browser and its helpers.
+      await h.waitReady();
+      await waitFor(
+        () => h.daemons().every((d) => d.tasks.length === 0),
+        60_000,
+        'every slot free',
+      );
+      await sleep(1_000);
+      const baseline = ownChromiumProcesses(h).length;
+      assert.ok(baseline > 0, 'the live browser is counted');
       const tasks: string[] = [];
       for (let cycle = 0; cycle < cycles; cycle++) {
         await h.waitReady();
@@ -188,7 +286,8 @@ describe('cases B08, B10, B12', function () {
         assert.notEqual(h.daemon().browserPid, browserPid);
       }
       const normal: string[] = [];
-      for (let i = 0; i < 10; i++) normal.push(await h.enqueue('smoke'));
+      for (let i = 0; i < B10_RENDERS; i++)
+        normal.push(await h.enqueue('smoke'));
       for (const id of [...tasks, ...normal]) {
         assert.equal((await h.waitForResult(id, 60_000)).success, true);
         assert.equal(h.resultsOf(id).length, 1);
@@ -215,6 +314,14 @@ describe('cases B08, B10, B12', function () {
         () => chromiumZombies().length <= zombiesBefore,
         5_000,
         () => chromiumZombies().join('; '),
+      );
+      // `pgrep -c chrom` ≤ baseline + 2, for this supervisor's processes.
+      await waitFor(
+        () => ownChromiumProcesses(h).length <= baseline + 2,
+        15_000,
+        () =>
+          `at most ${baseline + 2} Chromium processes, still ` +
+          ownChromiumProcesses(h).join('; '),
       );
     });
 
@@ -244,6 +351,79 @@ describe('cases B08, B10, B12', function () {
       }
       assert.notEqual(h.daemon().browserPid, browserPid);
       assert.equal((await browserRestarts(h, 'unresponsive')) - before, 1);
+      await h.waitNoLeftovers();
+      await nextTaskOk(h);
+    });
+
+    it('B12(a): a browser SIGSTOPped during a render makes /readyz fail within 2·I; the task is retried and answered once', async () => {
+      const before = await browserRestarts(h, 'unresponsive');
+      const id = await h.enqueue('slow', { wait_ms: 3000 });
+      await waitRendering(h, id);
+      h.startSampling(250);
+      const browserPid = h.daemon().browserPid;
+      const stoppedAt = Date.now();
+      process.kill(browserPid, 'SIGSTOP');
+      try {
+        await waitFor(
+          () =>
+            h.readySamples.some(
+              (s) => s.status !== 200 && s.sentMs > stoppedAt,
+            ),
+          2 * PROBE_MS,
+          'a non-200 while the render was running',
+        );
+        const result = await h.waitForResult(id, 40_000);
+        assert.equal(result.success, true, result.error);
+      } finally {
+        h.stopSampling();
+        // Killed by the renderer already; a no-op then.
+        try {
+          process.kill(browserPid, 'SIGCONT');
+        } catch {
+          // Gone, as it should be.
+        }
+      }
+      const attempts = finished.filter((e) => e.taskId === id);
+      assert.deepEqual(
+        attempts.map((e) => e.outcome),
+        ['retry', 'success'],
+      );
+      assert.match(attempts[0]?.error ?? '', /crash|closed/i);
+      assert.equal(h.resultsOf(id).length, 1, 'answered once');
+      assert.notEqual(h.daemon().browserPid, browserPid);
+      assert.equal((await browserRestarts(h, 'unresponsive')) - before, 1);
+      await h.waitNoLeftovers();
+      await nextTaskOk(h);
+    });
+
+    it('B12: a SIGKILLed idle browser is reported not ready by the heartbeat of its disconnect', async () => {
+      const changes: { pid: number; ready: boolean; atMs: number }[] = [];
+      const record = () => {
+        const d = h.daemon();
+        changes.push({
+          pid: d.browserPid,
+          ready: d.browserReady,
+          atMs: Date.now(),
+        });
+      };
+      h.supervisor.pool.on('change', record);
+      try {
+        const browserPid = h.daemon().browserPid;
+        const killedAt = Date.now();
+        process.kill(browserPid, 'SIGKILL');
+        await waitFor(
+          () => changes.some((c) => c.atMs > killedAt && !c.ready),
+          10_000,
+          'a not-ready heartbeat',
+        );
+        // Before the browser is replaced (pid 0) the heartbeat sent at the
+        // disconnect already says not ready, with the dead browser's pid.
+        const first = changes.find((c) => c.atMs > killedAt && !c.ready);
+        assert.equal(first?.pid, browserPid);
+      } finally {
+        h.supervisor.pool.off('change', record);
+      }
+      await h.waitReady();
       await h.waitNoLeftovers();
       await nextTaskOk(h);
     });
