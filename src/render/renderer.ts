@@ -220,7 +220,18 @@ export class Renderer {
     return this.probing;
   }
 
-  private async probe(timeoutMs: number, retries: number): Promise<boolean> {
+  /**
+   * One probe: `retries` more round trips after a miss. With `graceMs`, a
+   * browser that missed them is reported unhealthy at once but killed only
+   * if it does not answer within `graceMs` more (healthy again if it does):
+   * a render in a browser that is merely slow on a loaded machine is not
+   * worth killing, a frozen one is.
+   */
+  private async probe(
+    timeoutMs: number,
+    retries: number,
+    graceMs = 0,
+  ): Promise<boolean> {
     const handle = this.handle;
     if (!handle) return false;
     if (!handle.browser.connected) {
@@ -243,12 +254,31 @@ export class Renderer {
         if (this.handle !== handle) return false;
       }
     }
+    this.setHealthy(handle, false);
+    if (graceMs > 0) {
+      try {
+        await withTimeout(
+          handle.browser.version(),
+          graceMs,
+          'browser did not answer',
+        );
+        this.logger.warn('browser answered its health check late', {
+          pid: handle.pid,
+          renders_running: this.active,
+          late_ms: timeoutMs * (retries + 1),
+        });
+        this.setHealthy(handle, true);
+        return true;
+      } catch (error) {
+        failure = error;
+        if (this.handle !== handle) return false;
+      }
+    }
     this.logger.warn('browser failed its health check; replacing it', {
       pid: handle.pid,
       renders_running: this.active,
       error: errorMessage(failure),
     });
-    this.setHealthy(handle, false);
     await this.replace('unresponsive', handle);
     return false;
   }
@@ -256,9 +286,10 @@ export class Renderer {
   /**
    * Probes the browser while renders run: the daemon probes only between
    * renders, and a frozen browser would otherwise hold every render until
-   * its deadline. Every half `probeIntervalMs`, and a browser fails only
-   * when two round trips in a row miss (a loaded machine may delay one):
-   * a frozen browser is still found within one interval and two timeouts.
+   * its deadline. Every half `probeIntervalMs`; a browser that misses two
+   * round trips in a row (a loaded machine may delay one) is reported
+   * unhealthy then, within one interval and two timeouts, and killed when
+   * it has not answered a probe interval later.
    */
   private watchWhileRendering(): void {
     if (this.watchTimer) return;
@@ -266,7 +297,7 @@ export class Renderer {
     const timeoutMs = this.options.probeTimeoutMs ?? 2_000;
     this.watchTimer = setInterval(() => {
       if (this.active === 0 || !this.handle) return;
-      this.probing ??= this.probe(timeoutMs, 1).finally(() => {
+      this.probing ??= this.probe(timeoutMs, 1, everyMs * 2).finally(() => {
         this.probing = undefined;
       });
     }, everyMs);
