@@ -66,6 +66,8 @@ export class Daemon {
   private launchFailures = 0;
   private nextLaunchMs = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeatsStarted = 0;
+  private heartbeatsSent = 0;
   private loops: Promise<void>[] = [];
   private wakeUp: (() => void) | undefined;
 
@@ -464,7 +466,11 @@ export class Daemon {
 
   private async heartbeat(): Promise<void> {
     try {
+      const seq = ++this.heartbeatsStarted;
       const browser = await this.parts.renderer.status();
+      // A heartbeat that took longer than a later one would undo its news.
+      if (seq < this.heartbeatsSent) return;
+      this.heartbeatsSent = seq;
       this.parts.report({
         type: 'heartbeat',
         state: this.state,

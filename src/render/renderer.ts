@@ -196,7 +196,12 @@ export class Renderer {
       profileDir: handle?.profileDir ?? '',
       renders: handle?.renders ?? 0,
       ageMs: handle ? Date.now() - handle.launchedAtMs : 0,
-      memoryBytes: handle ? await treeMemoryBytes(handle.pid, this.logger) : 0,
+      // Not of a dead browser: listing its tree is slow, and the heartbeat
+      // that says it died must not wait for it.
+      memoryBytes:
+        handle?.browser.connected && this.healthy
+          ? await treeMemoryBytes(handle.pid, this.logger)
+          : 0,
       restarts: { ...this.restarts },
       healthy: this.healthy && handle !== undefined,
     };
@@ -205,16 +210,22 @@ export class Renderer {
   /**
    * A cheap protocol round trip to the browser (CDP Browser.getVersion,
    * which the browser process answers even while a page's renderer is
-   * busy). Replaces a browser that has crashed or does not answer within
-   * `timeoutMs`, failing the renders in it as browser crashes (passing, so
-   * they are retried); resolves false when it had to, or when there is no
-   * browser at all (start() must launch one). While renders run, the
-   * renderer also probes by itself every `probeIntervalMs`.
+   * busy). A browser that does not answer within `timeoutMs` is reported
+   * unhealthy at once (onHealthChange) and replaced if it has not answered
+   * within `probeIntervalMs` more; one that has crashed is replaced at
+   * once. Replacing fails the renders in it as browser crashes (passing,
+   * so they are retried). Resolves false when it had to, or when there is
+   * no browser at all (start() must launch one). While renders run, the
+   * renderer also probes by itself (see watchWhileRendering).
    */
   async ping(timeoutMs = 2_000): Promise<boolean> {
     // One probe at a time: the watcher's and the daemon's would otherwise
     // replace one frozen browser twice.
-    this.probing ??= this.probe(timeoutMs, 0).finally(() => {
+    this.probing ??= this.probe(
+      timeoutMs,
+      0,
+      this.options.probeIntervalMs ?? 5_000,
+    ).finally(() => {
       this.probing = undefined;
     });
     return this.probing;
@@ -459,7 +470,19 @@ export class Renderer {
         crashed,
       ]);
     } catch (caught) {
-      const error = asRenderError(caught);
+      let error = asRenderError(caught);
+      // The page's target closed because the whole browser went: say so.
+      if (
+        error instanceof BrowserCrashedError &&
+        !(caught instanceof RenderFarmError) &&
+        handle &&
+        !handle.browser.connected
+      ) {
+        error = new BrowserCrashedError(
+          'browser crashed or was closed during the render',
+          { cause: caught },
+        );
+      }
       if (
         error instanceof RenderTimeoutError ||
         error instanceof BrowserCrashedError
@@ -503,10 +526,12 @@ export class Renderer {
     frame: FrameReference,
   ): Promise<PrintedPart> {
     const page = await context.newPage();
+    let crash: BrowserCrashedError | undefined;
     const crashed = new Promise<never>((_, reject) => {
-      page.once('error', (error) =>
-        reject(new BrowserCrashedError(`renderer crashed: ${error.message}`)),
-      );
+      page.once('error', (error) => {
+        crash = new BrowserCrashedError(`renderer crashed: ${error.message}`);
+        reject(crash);
+      });
     });
     crashed.catch(() => undefined);
     const router = new RequestRouter(
@@ -543,7 +568,21 @@ export class Renderer {
       }
       return { pdf, framePaintOps: frame.paintOps };
     };
-    return Promise.race([steps(), crashed]);
+    try {
+      return await Promise.race([steps(), crashed]);
+    } catch (error) {
+      // A crashed renderer closes its target, and the call waiting on it
+      // may fail before the crash event arrives: give the event a moment,
+      // it says what happened.
+      if (!(error instanceof RenderFarmError) && isClosedTarget(error)) {
+        await Promise.race([
+          crashed.catch(() => undefined),
+          new Promise((resolve) => setTimeout(resolve, 1_000)),
+        ]);
+        if (crash) throw crash;
+      }
+      throw error;
+    }
   }
 
   private async load(page: Page): Promise<void> {
@@ -729,6 +768,17 @@ function withTimeout<T>(
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
+/** Whether an error says the page, its session or the browser went away. */
+function isClosedTarget(error: unknown): boolean {
+  return (
+    error instanceof ConnectionClosedError ||
+    (error instanceof Error && error.name === 'TargetCloseError') ||
+    /Target closed|Session closed|Connection closed|browser has disconnected/i.test(
+      errorMessage(error),
+    )
+  );
+}
+
 /** What the header and footer alone paint, learnt once a render. */
 interface FrameReference {
   paintOps?: number;
@@ -743,13 +793,7 @@ interface FrameReference {
 export function asRenderError(error: unknown): unknown {
   if (error instanceof RenderFarmError) return error;
   const message = errorMessage(error);
-  const closed =
-    error instanceof ConnectionClosedError ||
-    (error instanceof Error && error.name === 'TargetCloseError') ||
-    /Target closed|Session closed|Connection closed|browser has disconnected/i.test(
-      message,
-    );
-  if (closed) {
+  if (isClosedTarget(error)) {
     return new BrowserCrashedError(
       'the browser closed the page during the render (it crashed or was stopped)',
       { cause: error },

@@ -6,8 +6,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { PNG } from 'pngjs';
-import { RenderTimeoutError, TemplateError } from '../../src/errors';
+import puppeteer from 'puppeteer-core';
+import {
+  BrowserCrashedError,
+  RenderTimeoutError,
+  TemplateError,
+} from '../../src/errors';
+import { CHROMIUM_ARGS } from '../../src/render/browser';
 import type { Renderer } from '../../src/render/renderer';
+import { asRenderError } from '../../src/render/renderer';
 import type { RenderJob } from '../../src/resources/task';
 import {
   PAPER_PT,
@@ -35,6 +42,7 @@ describe('Renderer (real Chromium)', function () {
   let leak: http.Server;
   let leakHits = 0;
   let secretFile: string;
+  let resourceRoot: string;
 
   before(async () => {
     leak = http.createServer((_req, res) => {
@@ -179,6 +187,7 @@ describe('Renderer (real Chromium)', function () {
           '@page wide { size: A3 landscape } .wide { page: wide }',
       },
     });
+    resourceRoot = root;
     ({ renderer, job } = testRenderer(root));
     ({ renderer: hurried } = testRenderer(root, { timeoutMs: 4_000 }));
     await renderer.start();
@@ -330,7 +339,8 @@ describe('Renderer (real Chromium)', function () {
     const file = tempPdf(output.pdf);
     const [head] = wordBoxes(file, 'HEADWORD');
     const [body] = wordBoxes(file, 'EMBODY');
-    expect(head && body, 'both words printed').to.be.ok;
+    expect(head, 'header word printed').not.to.equal(undefined);
+    expect(body, 'body word printed').not.to.equal(undefined);
     // 3em of 20px is 15.9 mm (45 pt) from the top edge.
     expect(body?.yMin).to.be.closeTo(45, 4);
     expect(head?.yMax).to.be.below(body?.yMin ?? 0);
@@ -432,6 +442,81 @@ describe('Renderer (real Chromium)', function () {
           `refused request to http://127\\.0\\.0\\.1:\\d+/leak${suffix}\\b`,
         ),
       );
+  });
+
+  it('B08: a browser killed mid-render fails the render as a passing crash, in plain words', async () => {
+    const { renderer: own } = testRenderer(resourceRoot);
+    try {
+      await own.start();
+      const rendering = own.render(job('busy'));
+      rendering.catch(() => undefined);
+      // The busy script has the page loaded and spinning by then.
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      process.kill((await own.status()).pid, 'SIGKILL');
+      let error: unknown;
+      try {
+        await rendering;
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).to.be.instanceOf(BrowserCrashedError);
+      expect((error as Error).message).not.to.match(
+        /Protocol error|Target closed|Session closed/,
+      );
+    } finally {
+      await own.stop();
+    }
+
+    // Puppeteer's own error for a call on a page that went away.
+    const browser = await puppeteer.launch({
+      executablePath: process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium',
+      headless: true,
+      args: CHROMIUM_ARGS,
+    });
+    try {
+      const page = await browser.newPage();
+      const outcome = page
+        .evaluate(() => new Promise((resolve) => setTimeout(resolve, 30_000)))
+        .then(
+          () => undefined,
+          (caught: unknown) => caught,
+        );
+      await page.close();
+      const raw = await outcome;
+      expect(String(raw)).to.match(/closed/i);
+      const mapped = asRenderError(raw);
+      expect(mapped).to.be.instanceOf(BrowserCrashedError);
+      expect((mapped as Error).message).to.equal(
+        'the browser closed the page during the render (it crashed or was stopped)',
+      );
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it('counts opening the browser context against the deadline (a frozen browser)', async () => {
+    const { renderer: own } = testRenderer(resourceRoot, {
+      timeoutMs: 3_000,
+    });
+    let pid = 0;
+    try {
+      await own.start();
+      pid = (await own.status()).pid;
+      process.kill(pid, 'SIGSTOP');
+      const started = Date.now();
+      let error: unknown;
+      try {
+        await own.render(job('plain'));
+      } catch (caught) {
+        error = caught;
+      }
+      // Not the protocol timeout of T + 10 s.
+      expect(error).to.be.instanceOf(RenderTimeoutError);
+      expect(Date.now() - started).to.be.below(9_000);
+    } finally {
+      if (pid) process.kill(pid, 'SIGCONT');
+      await own.stop();
+    }
   });
 
   it('tears a hung render down at the deadline, then renders the next task', async () => {
