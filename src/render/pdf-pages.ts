@@ -6,6 +6,7 @@ import {
   decodePDFRawStream,
 } from '@cantoo/pdf-lib';
 import type { PDFPage } from '@cantoo/pdf-lib';
+import { TemplateError } from '../errors';
 
 /** A PDF with its page count. */
 export interface PdfResult {
@@ -146,7 +147,7 @@ function fitToPaper(
     Math.abs(box.width - paper.width) > PAPER_TOLERANCE_PT ||
     Math.abs(box.height - paper.height) > PAPER_TOLERANCE_PT
   ) {
-    throw new Error(
+    throw new TemplateError(
       `page ${doc.getPageCount() + 1} printed at ${box.width.toFixed(2)} × ` +
         `${box.height.toFixed(2)} pt, expected the paper's ` +
         `${paper.width.toFixed(2)} × ${paper.height.toFixed(2)} pt`,
