@@ -62,7 +62,10 @@ export async function waitForAssets(
  * `font-size`), percentages and vh against the paper's height, vw against
  * its width, and calc() and var() as anywhere else. Every rule is checked,
  * even one whose media query does not match the print: the check errs on
- * the side of refusing.
+ * the side of refusing. Known limit: a rule that a script of the page adds
+ * after this check (it runs once the page has loaded) is not seen; a size
+ * it sets is still caught when the pages are assembled (pdf-pages refuses
+ * a page off the paper), a margin is not.
  */
 export async function fitPageRules(
   page: Page,
