@@ -2,13 +2,18 @@
  * Prints the farm's speed and memory figures; targets live here, never in
  * timed unit tests. Run with `npm run benchmark` (after a build). Settings:
  * BENCH_RENDERS (per resource, default 5), BENCH_TASKS (through the farm,
- * default 40), BENCH_MEMORY_RENDERS (default 200).
+ * default 40), BENCH_MEMORY_RENDERS (default 200), BENCH_SOAK_CYCLES and
+ * BENCH_SOAK_RENDERS (default 20 and 50; 0 cycles skips the soak),
+ * BENCH_ONLY (`soak`: that section alone).
  *
  * 1. Browser start-up time.
  * 2. Render time of each resource's default options in a warm browser.
  * 3. Throughput of `render-farm start` (RENDER_DAEMONS daemons) on the
  *    embedded queue, and queue wait of the tasks.
  * 4. Resident memory of a renderer's browser over many renders.
+ * 5. Soak (case B10 at full size): kill cycles of the browser in the middle
+ *    of a 3 s render on a real supervisor, then normal renders; what is
+ *    left behind (zombies, Chromium processes, profiles) and the time.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -26,12 +31,20 @@ import {
 import { Renderer } from '../src/render/renderer';
 import { Catalogue } from '../src/resources/catalogue';
 import { checkTask } from '../src/resources/task';
+import { chromiumProcessesOf } from '../test/support/renderer';
+import {
+  SupervisorHarness,
+  chromiumZombies,
+  waitFor,
+} from '../test/support/supervisor-harness';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const env = process.env;
 const RENDERS = Number(env['BENCH_RENDERS'] ?? 5);
 const TASKS = Number(env['BENCH_TASKS'] ?? 40);
 const MEMORY_RENDERS = Number(env['BENCH_MEMORY_RENDERS'] ?? 200);
+const SOAK_CYCLES = Number(env['BENCH_SOAK_CYCLES'] ?? 20);
+const SOAK_RENDERS = Number(env['BENCH_SOAK_RENDERS'] ?? 50);
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -198,6 +211,77 @@ async function throughput(catalogue: Catalogue): Promise<void> {
   await queue.close();
 }
 
+/**
+ * B10 at full size on the supervisor test harness (one daemon, two pages):
+ * each cycle starts a 3 s render and SIGKILLs its browser, then waits for
+ * the retried task's result; then the normal renders.
+ */
+async function soak(): Promise<void> {
+  if (SOAK_CYCLES <= 0) return;
+  const h = await SupervisorHarness.start({
+    RENDER_PAGES_PER_DAEMON: '2',
+    RENDER_MAX_ATTEMPTS: '2',
+    RENDER_TIMEOUT_SECONDS: '20',
+    RENDER_LEASE_SECONDS: '22',
+  });
+  try {
+    const retried = new Set<string>();
+    h.supervisor.pool.on(
+      'task-finished',
+      (m: { taskId: string; outcome: string }) => {
+        if (m.outcome === 'retry') retried.add(m.taskId);
+      },
+    );
+    await h.waitReady();
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const zombiesBefore = chromiumZombies().length;
+    const baseline = chromiumProcessesOf(process.pid, h.profilesSeen).length;
+    const started = Date.now();
+    const tasks: string[] = [];
+    let failed = 0;
+    for (let cycle = 0; cycle < SOAK_CYCLES; cycle++) {
+      await h.waitReady(60_000);
+      const id = await h.enqueue('slow', { wait_ms: 3000 });
+      tasks.push(id);
+      await waitFor(
+        () => h.daemons().some((d) => d.tasks.some((t) => t.taskId === id)),
+        30_000,
+        `task ${id} rendering`,
+      );
+      process.kill(h.daemon().browserPid, 'SIGKILL');
+      if (!(await h.waitForResult(id, 60_000)).success) failed++;
+    }
+    const cyclesS = (Date.now() - started) / 1000;
+    const normal: string[] = [];
+    for (let i = 0; i < SOAK_RENDERS; i++)
+      normal.push(await h.enqueue('smoke'));
+    for (const id of normal)
+      if (!(await h.waitForResult(id, 60_000)).success) failed++;
+    const totalS = (Date.now() - started) / 1000;
+    let processes = chromiumProcessesOf(process.pid, h.profilesSeen).length;
+    for (let i = 0; i < 150 && processes > baseline + 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      processes = chromiumProcessesOf(process.pid, h.profilesSeen).length;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    const left = h.leftovers();
+    const answered = [...tasks, ...normal].filter(
+      (id) => h.resultsOf(id).length === 1,
+    ).length;
+    console.log(
+      `\nsoak (B10): ${SOAK_CYCLES} browser kills mid-render in ${cyclesS.toFixed(0)} s, ` +
+        `then ${SOAK_RENDERS} renders; ${totalS.toFixed(0)} s in all\n` +
+        `  killed renders retried: ${tasks.filter((id) => retried.has(id)).length} of ${SOAK_CYCLES}; ` +
+        `failed tasks: ${failed}; answered exactly once: ${answered} of ${tasks.length + normal.length}\n` +
+        `  Chromium processes: ${processes} (baseline ${baseline}, limit ${baseline + 2}); ` +
+        `zombies: ${chromiumZombies().length - zombiesBefore}; ` +
+        `leftover processes: ${left.processes.length}, profiles: ${left.profiles.length}`,
+    );
+  } finally {
+    await h.stop();
+  }
+}
+
 async function main(): Promise<void> {
   const config = loadConfig({
     ...env,
@@ -208,6 +292,7 @@ async function main(): Promise<void> {
   console.log(
     `render-farm benchmark on ${os.availableParallelism()} cores, ${os.cpus()[0]?.model ?? ''}`,
   );
+  if (env['BENCH_ONLY'] === 'soak') return soak();
   await browserStartup(config.chromiumPath);
   const renderer = new Renderer(
     {
@@ -223,6 +308,7 @@ async function main(): Promise<void> {
   await memoryOverRenders(renderer, catalogue);
   await renderer.stop();
   await throughput(catalogue);
+  await soak();
 }
 
 main().catch((error: unknown) => {

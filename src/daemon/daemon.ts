@@ -112,6 +112,9 @@ export class Daemon {
     // The supervisor learns a new browser's pid at once, so it can kill
     // that browser even if this daemon dies before its next heartbeat.
     parts.renderer.onLaunch = () => void this.heartbeat();
+    // A browser that disconnects or fails a probe mid-render is reported
+    // not ready at once, not at the next heartbeat.
+    parts.renderer.onHealthChange = () => void this.heartbeat();
   }
 
   /**
@@ -664,7 +667,7 @@ export class Daemon {
         browserPid: browser.pid,
         browserProfileDir: browser.profileDir,
         browserMemoryBytes: browser.memoryBytes,
-        browserReady: this.browserReady && browser.pid !== 0,
+        browserReady: this.browserReady && browser.pid !== 0 && browser.healthy,
         browserLaunchFailures: this.launchFailures,
         ...(this.nextLaunchMs > Date.now()
           ? { nextBrowserLaunchMs: this.nextLaunchMs }

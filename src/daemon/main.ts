@@ -20,6 +20,8 @@ export function rendererOptions(config: Config) {
     browserMaxRenders: config.browserMaxRenders,
     browserMaxAgeMs: config.browserMaxAgeSeconds * 1000,
     browserMaxMemoryBytes: config.browserMaxMemoryMb * 1024 * 1024,
+    probeIntervalMs: config.browserProbeMs,
+    probeTimeoutMs: config.browserProbeTimeoutMs,
   };
 }
 

@@ -78,7 +78,7 @@ export async function retireBrowser(
   logger: Logger,
   graceMs = 3_000,
 ): Promise<void> {
-  const tree = await processTree(handle.pid);
+  const tree = await processTree(handle.pid, logger);
   let timer: NodeJS.Timeout | undefined;
   const closed = handle.browser.close().then(
     () => true,
@@ -100,28 +100,43 @@ export async function retireBrowser(
   // but they are still in that group.
   if (!ok) killAll([-handle.pid, handle.pid, ...tree], logger);
   await killProfileSurvivors(handle.profileDir, logger);
-  removeProfile(handle.profileDir);
+  removeProfile(handle.profileDir, logger);
 }
 
 /**
  * Process ids of every live (not zombie) process whose command line names
  * the profile folder: what is left of a browser (Linux /proc).
  */
-export function processesUsingProfile(profileDir: string): number[] {
+export function processesUsingProfile(
+  profileDir: string,
+  logger?: Logger,
+): number[] {
   const found: number[] = [];
   let entries: string[];
   try {
     entries = fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name));
-  } catch {
-    // No /proc (not Linux): nothing can be checked.
+  } catch (error) {
+    // No /proc (not Linux): nothing can be checked, and leftovers of a
+    // browser go unnoticed.
+    logger?.warn('cannot list processes; browser leftovers not checked', {
+      profile: profileDir,
+      error: errorText(error),
+    });
     return found;
   }
   for (const name of entries) {
     try {
       const cmdline = fs.readFileSync(`/proc/${name}/cmdline`, 'utf8');
       if (cmdline.includes(profileDir)) found.push(Number(name));
-    } catch {
-      // The process ended while listing: it is not a survivor.
+    } catch (error) {
+      // ENOENT/ESRCH: the process ended while listing, not a survivor.
+      // Anything else hides a process that may be one.
+      if (isGone(error)) continue;
+      logger?.warn('cannot read a process command line', {
+        pid: Number(name),
+        profile: profileDir,
+        error: errorText(error),
+      });
     }
   }
   return found;
@@ -135,7 +150,7 @@ async function killProfileSurvivors(
   profileDir: string,
   logger: Logger,
 ): Promise<void> {
-  const left = processesUsingProfile(profileDir);
+  const left = processesUsingProfile(profileDir, logger);
   if (left.length === 0) return;
   logger.warn('browser processes outlived their browser; killing them', {
     pids: left,
@@ -143,7 +158,7 @@ async function killProfileSurvivors(
   });
   killAll(left, logger);
   await new Promise((resolve) => setTimeout(resolve, 200));
-  const survivors = processesUsingProfile(profileDir);
+  const survivors = processesUsingProfile(profileDir, logger);
   if (survivors.length > 0) {
     logger.error('browser processes survived SIGKILL', {
       pids: survivors,
@@ -152,13 +167,31 @@ async function killProfileSurvivors(
   }
 }
 
-/** Process ids of every descendant of `pid` (empty when it has none). */
-export async function processTree(pid: number): Promise<number[]> {
+/**
+ * Process ids of every descendant of `pid` (empty when it has none, or
+ * when they cannot be listed: logged as a warning then, since a kill of
+ * the tree would miss them).
+ */
+export async function processTree(
+  pid: number,
+  logger?: Logger,
+): Promise<number[]> {
   if (!pid) return [];
   try {
     return await pidtree(pid);
-  } catch {
-    // pidtree fails when the process is already gone: it has no children.
+  } catch (error) {
+    if (!isAlive(pid)) {
+      // pidtree fails when the process is already gone: it has no children.
+      logger?.debug('process gone; no tree to list', {
+        pid,
+        error: errorText(error),
+      });
+    } else {
+      logger?.warn('cannot list the process tree; it may be incomplete', {
+        pid,
+        error: errorText(error),
+      });
+    }
     return [];
   }
 }
@@ -168,30 +201,69 @@ export async function processTree(pid: number): Promise<number[]> {
  * their proportional set sizes. Summing RSS instead would count Chromium's
  * shared binary once per process: about 1 GiB for an idle browser.
  */
-export async function treeMemoryBytes(pid: number): Promise<number> {
-  const pids = [pid, ...(await processTree(pid))];
+export async function treeMemoryBytes(
+  pid: number,
+  logger?: Logger,
+): Promise<number> {
+  const pids = [pid, ...(await processTree(pid, logger))];
   let total = 0;
-  for (const one of pids) total += residentBytes(one);
+  for (const one of pids) total += residentBytes(one, logger);
   return total;
 }
 
-function residentBytes(pid: number): number {
+function residentBytes(pid: number, logger?: Logger): number {
   try {
     const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
     const kb = /^Pss:\s+(\d+)/m.exec(rollup)?.[1];
     if (kb) return Number(kb) * 1024;
   } catch (error) {
     // Kernels before 4.14 have no smaps_rollup: fall back to RSS below.
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') return 0;
+    // Not allowed to read it (another user's process): the memory limit
+    // cannot see this process, which the operator must know.
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+      if (!isGone(error)) {
+        logger?.warn('cannot read process memory; counted as 0', {
+          pid,
+          error: errorText(error),
+        });
+      }
+      return 0;
+    }
   }
   try {
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     const kb = /VmRSS:\s+(\d+)/.exec(status)?.[1];
     return kb ? Number(kb) * 1024 : 0;
-  } catch {
+  } catch (error) {
     // The process ended between listing and reading: it holds no memory.
+    if (!isGone(error)) {
+      logger?.warn('cannot read process memory; counted as 0', {
+        pid,
+        error: errorText(error),
+      });
+    }
     return 0;
   }
+}
+
+/** Whether a process exists (a zombie counts); EPERM means it does. */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Whether a /proc read failed because the process is gone. */
+function isGone(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ESRCH';
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function killAll(pids: number[], logger: Logger): void {
@@ -205,21 +277,31 @@ function killAll(pids: number[], logger: Logger): void {
 }
 
 /** Removes a browser's temporary profile folder; missing is fine. */
-export function removeProfile(dir: string): void {
+export function removeProfile(dir: string, logger?: Logger): void {
   // Chromium keeps its singleton socket in a folder of its own in the temp
   // folder, linked from the profile; it removes it only on a clean exit.
-  const socketDir = singletonSocketDir(dir);
+  const socketDir = singletonSocketDir(dir, logger);
   if (socketDir) fs.rmSync(socketDir, { recursive: true, force: true });
   fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
 }
 
 /** The folder the profile's singleton socket link points into, if any. */
-function singletonSocketDir(profileDir: string): string | undefined {
+function singletonSocketDir(
+  profileDir: string,
+  logger?: Logger,
+): string | undefined {
   let target: string;
   try {
     target = fs.readlinkSync(path.join(profileDir, 'SingletonSocket'));
-  } catch {
-    return undefined; // no browser ever ran on it, or it exited cleanly
+  } catch (error) {
+    // ENOENT: no browser ever ran on it, or it exited cleanly. Anything
+    // else may leave Chromium's socket folder behind in the temp folder.
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
+      logger?.warn('cannot read the singleton socket link of a profile', {
+        profile: profileDir,
+        error: errorText(error),
+      });
+    return undefined;
   }
   const folder = path.dirname(target);
   // Only Chromium's own folder, never whatever a link might point at.

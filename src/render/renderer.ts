@@ -1,9 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { BrowserContext, Page } from 'puppeteer-core';
+import { ConnectionClosedError, ProtocolError } from 'puppeteer-core';
 import {
   BrowserCrashedError,
   DocumentTooLargeError,
+  RenderFarmError,
   RenderTimeoutError,
   errorMessage,
 } from '../errors';
@@ -15,8 +17,14 @@ import { renderTemplate } from '../resources/template-env';
 import type { RenderJob } from '../resources/task';
 import type { BrowserHandle } from './browser';
 import { launchBrowser, retireBrowser, treeMemoryBytes } from './browser';
-import { joinPdfs, repeatPdf } from './pdf-pages';
-import { checkFrameMargins, waitForAssets } from './page-checks';
+import type { PrintedPart } from './pdf-pages';
+import {
+  joinPdfs,
+  lastPageMayBeEmpty,
+  pagePaint,
+  repeatPdf,
+} from './pdf-pages';
+import { fitPageRules, waitForAssets } from './page-checks';
 import { DOCUMENT_URL, RequestRouter } from './request-router';
 
 /** Paper sizes in millimetres; the task's `paper_size` always wins over CSS. */
@@ -27,6 +35,15 @@ export const PAPER_MM: Record<string, { width: number; height: number }> = {
 
 /** Smallest top and bottom page margin that holds the header and footer. */
 export const MIN_FRAME_MARGIN_MM = 12;
+
+/** The paper of a task's `paper_size`, in millimetres (A4 when unknown). */
+export function paperOf(paperSize: unknown): { width: number; height: number } {
+  return PAPER_MM[String(paperSize)] ?? { width: 210, height: 297 };
+}
+
+/** A page holding nothing: printed to learn what the header and footer paint. */
+const FRAME_ONLY_HTML =
+  '<!DOCTYPE html><html><head></head><body></body></html>';
 
 /** What the renderer needs from the configuration. */
 export interface RendererOptions {
@@ -46,6 +63,14 @@ export interface RendererOptions {
   browserMaxMemoryBytes: number;
   /** Largest PDF produced, in pages. */
   maxPages?: number;
+  /**
+   * How often the browser is probed while renders run, in milliseconds
+   * (between renders the daemon probes it through {@link Renderer.ping});
+   * default 5,000.
+   */
+  probeIntervalMs?: number;
+  /** How long one probe may take, in milliseconds; default 2,000. */
+  probeTimeoutMs?: number;
 }
 
 /** A finished render. */
@@ -70,6 +95,11 @@ export interface BrowserStatus {
   ageMs: number;
   memoryBytes: number;
   restarts: Partial<Record<BrowserRestartReason, number>>;
+  /**
+   * False from the moment the browser disconnected or failed a probe until
+   * a new one has started; also false when there is no browser.
+   */
+  healthy: boolean;
 }
 
 /**
@@ -88,6 +118,9 @@ export class Renderer {
   /** The browser tree's memory as last measured, for {@link recycleDue}. */
   private lastMemory = { pid: 0, bytes: 0 };
   private logoDataUrl: string | undefined;
+  private healthy = false;
+  private watchTimer: NodeJS.Timeout | undefined;
+  private probing: Promise<boolean> | undefined;
 
   constructor(
     private readonly options: RendererOptions,
@@ -109,6 +142,12 @@ export class Renderer {
   onLaunch: (pid: number) => void = () => undefined;
 
   /**
+   * Called when the browser's health changes: false the moment it
+   * disconnects or fails a probe, true when a new one has started.
+   */
+  onHealthChange: (healthy: boolean) => void = () => undefined;
+
+  /**
    * Renders a job: fills the template, prints it, and repeats or re-renders
    * it for its copies. Throws a PermanentError for a bad template and a
    * TransientError for a crash or a timeout. Once `signal` aborts, the
@@ -122,18 +161,34 @@ export class Renderer {
     const started = Date.now();
     try {
       const warnings: string[] = [];
-      const parts: Buffer[] = [];
+      const parts: PrintedPart[] = [];
       const prints = job.copiesDiffer ? job.copies : 1;
+      const frame: FrameReference = {};
       for (let copy = 1; copy <= prints; copy++) {
         signal?.throwIfAborted();
         const html = this.fillDocument(job, copy);
         parts.push(
-          await this.printWithDeadline(job, html, warnings, started, signal),
+          await this.printWithDeadline(
+            job,
+            html,
+            warnings,
+            started,
+            frame,
+            signal,
+          ),
         );
       }
+      const paper = paperOf(job.options['paper_size']);
+      const options = {
+        title: job.filename.replace(/\.pdf$/i, ''),
+        paperPt: {
+          width: (paper.width * 72) / 25.4,
+          height: (paper.height * 72) / 25.4,
+        },
+      };
       const joined = job.copiesDiffer
-        ? await joinPdfs(parts)
-        : await repeatPdf(parts[0] as Buffer, job.copies);
+        ? await joinPdfs(parts, options)
+        : await repeatPdf(parts[0] as PrintedPart, job.copies, options);
       this.checkSize(joined.pages);
       return {
         ...joined,
@@ -153,41 +208,136 @@ export class Renderer {
       profileDir: handle?.profileDir ?? '',
       renders: handle?.renders ?? 0,
       ageMs: handle ? Date.now() - handle.launchedAtMs : 0,
-      memoryBytes: handle ? await this.memoryOf(handle) : 0,
+      // Not of a dead browser: listing its tree is slow, and the heartbeat
+      // that says it died must not wait for it.
+      memoryBytes:
+        handle?.browser.connected && this.healthy
+          ? await this.memoryOf(handle)
+          : 0,
       restarts: { ...this.restarts },
+      healthy: this.healthy && handle !== undefined,
     };
   }
 
   /**
-   * A cheap protocol round trip to the browser. Replaces a browser that has
-   * crashed or does not answer within `timeoutMs`; resolves false when it
-   * had to, or when there is no browser at all (start() must launch one).
-   * While renders run it trusts them instead (their deadline watches them).
+   * A cheap protocol round trip to the browser (CDP Browser.getVersion,
+   * which the browser process answers even while a page's renderer is
+   * busy). A browser that does not answer within `timeoutMs` is reported
+   * unhealthy at once (onHealthChange) and replaced if it has not answered
+   * within `probeIntervalMs` more; one that has crashed is replaced at
+   * once. Replacing fails the renders in it as browser crashes (passing,
+   * so they are retried). Resolves false when it had to, or when there is
+   * no browser at all (start() must launch one). While renders run, the
+   * renderer also probes by itself (see watchWhileRendering).
    */
   async ping(timeoutMs = 2_000): Promise<boolean> {
+    // One probe at a time: the watcher's and the daemon's would otherwise
+    // replace one frozen browser twice.
+    this.probing ??= this.probe(
+      timeoutMs,
+      0,
+      this.options.probeIntervalMs ?? 5_000,
+    ).finally(() => {
+      this.probing = undefined;
+    });
+    return this.probing;
+  }
+
+  /**
+   * One probe: `retries` more round trips after a miss. With `graceMs`, a
+   * browser that missed them is reported unhealthy at once but killed only
+   * if it does not answer within `graceMs` more (healthy again if it does):
+   * a render in a browser that is merely slow on a loaded machine is not
+   * worth killing, a frozen one is.
+   */
+  private async probe(
+    timeoutMs: number,
+    retries: number,
+    graceMs = 0,
+  ): Promise<boolean> {
     const handle = this.handle;
     if (!handle) return false;
-    if (this.active > 0) return true;
     if (!handle.browser.connected) {
       this.logger.warn('browser is gone; replacing it', { pid: handle.pid });
-      await this.replace('crash');
+      this.setHealthy(handle, false);
+      await this.replace('crash', handle);
       return false;
     }
-    try {
-      await withTimeout(
-        handle.browser.version(),
-        timeoutMs,
-        'browser did not answer',
-      );
-      return true;
-    } catch (error) {
-      this.logger.warn('browser failed its health check; replacing it', {
-        pid: handle.pid,
-        error: errorMessage(error),
+    let failure: unknown;
+    for (let attempt = 0; attempt <= retries; attempt++) {
+      try {
+        await withTimeout(
+          handle.browser.version(),
+          timeoutMs,
+          'browser did not answer',
+        );
+        return true;
+      } catch (error) {
+        failure = error;
+        if (this.handle !== handle) return false;
+      }
+    }
+    this.setHealthy(handle, false);
+    if (graceMs > 0) {
+      try {
+        await withTimeout(
+          handle.browser.version(),
+          graceMs,
+          'browser did not answer',
+        );
+        this.logger.warn('browser answered its health check late', {
+          pid: handle.pid,
+          renders_running: this.active,
+          late_ms: timeoutMs * (retries + 1),
+        });
+        this.setHealthy(handle, true);
+        return true;
+      } catch (error) {
+        failure = error;
+        if (this.handle !== handle) return false;
+      }
+    }
+    this.logger.warn('browser failed its health check; replacing it', {
+      pid: handle.pid,
+      renders_running: this.active,
+      error: errorMessage(failure),
+    });
+    await this.replace('unresponsive', handle);
+    return false;
+  }
+
+  /**
+   * Probes the browser while renders run: the daemon probes only between
+   * renders, and a frozen browser would otherwise hold every render until
+   * its deadline. Every half `probeIntervalMs`; a browser that misses two
+   * round trips in a row (a loaded machine may delay one) is reported
+   * unhealthy then, within one interval and two timeouts, and killed when
+   * it has not answered a probe interval later.
+   */
+  private watchWhileRendering(): void {
+    if (this.watchTimer) return;
+    const everyMs = (this.options.probeIntervalMs ?? 5_000) / 2;
+    const timeoutMs = this.options.probeTimeoutMs ?? 2_000;
+    this.watchTimer = setInterval(() => {
+      if (this.active === 0 || !this.handle) return;
+      this.probing ??= this.probe(timeoutMs, 1, everyMs * 2).finally(() => {
+        this.probing = undefined;
       });
-      await this.replace('unresponsive');
-      return false;
-    }
+    }, everyMs);
+  }
+
+  private stopWatching(): void {
+    clearInterval(this.watchTimer);
+    this.watchTimer = undefined;
+  }
+
+  private setHealthy(
+    handle: BrowserHandle | undefined,
+    healthy: boolean,
+  ): void {
+    if (handle !== this.handle || this.healthy === healthy) return;
+    this.healthy = healthy;
+    this.onHealthChange(healthy);
   }
 
   /** Whether a connected browser runs now; asks the browser nothing. */
@@ -233,19 +383,21 @@ export class Renderer {
         reason,
         renders: handle.renders,
       });
-      await this.replace(reason);
+      await this.replace(reason, handle);
     }
   }
 
   private async memoryOf(handle: BrowserHandle): Promise<number> {
-    const bytes = await treeMemoryBytes(handle.pid);
+    const bytes = await treeMemoryBytes(handle.pid, this.logger);
     this.lastMemory = { pid: handle.pid, bytes };
     return bytes;
   }
 
   /** Closes the browser and removes its profile. */
   async stop(): Promise<void> {
+    this.stopWatching();
     const handle = this.handle;
+    this.setHealthy(handle, false);
     this.handle = undefined;
     if (handle) await retireBrowser(handle, this.logger);
   }
@@ -301,21 +453,20 @@ export class Renderer {
   }
 
   /**
-   * Prints one HTML document under the render's deadline. At the deadline
-   * the page's context is torn down; a browser that does not let go of it is
-   * replaced.
+   * Prints one HTML document under the render's deadline, which also
+   * covers starting the browser and creating the render's context. At the
+   * deadline the page's context is torn down; a browser that does not let
+   * go of it is replaced.
    */
   private async printWithDeadline(
     job: RenderJob,
     html: string,
     warnings: string[],
     startedMs: number,
+    frame: FrameReference,
     signal?: AbortSignal,
-  ): Promise<Buffer> {
-    const handle = await this.browser();
-    handle.renders++;
+  ): Promise<PrintedPart> {
     const remainingMs = this.options.timeoutMs - (Date.now() - startedMs);
-    const context = await handle.browser.createBrowserContext();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -328,45 +479,93 @@ export class Renderer {
         Math.max(remainingMs, 1),
       );
     });
+    deadline.catch(() => undefined);
+    let handle: BrowserHandle | undefined;
     let onDisconnect: (() => void) | undefined;
-    const crashed = new Promise<never>((_, reject) => {
-      onDisconnect = () =>
-        reject(
-          new BrowserCrashedError(
-            'browser crashed or was closed during the render',
-          ),
-        );
-      handle.browser.once('disconnected', onDisconnect);
-    });
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => reject(signal?.reason);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
+    aborted.catch(() => undefined);
+    let contextStarted: Promise<BrowserContext> | undefined;
+    let context: BrowserContext | undefined;
+    this.watchWhileRendering();
     try {
-      return await Promise.race([
-        this.printInContext(context, job, html, warnings),
+      handle = await Promise.race([this.browser(), deadline, aborted]);
+      handle.renders++;
+      const browser = handle.browser;
+      const crashed = new Promise<never>((_, reject) => {
+        onDisconnect = () =>
+          reject(
+            new BrowserCrashedError(
+              'browser crashed or was closed during the render',
+            ),
+          );
+        browser.once('disconnected', onDisconnect);
+      });
+      crashed.catch(() => undefined);
+      contextStarted = browser.createBrowserContext();
+      context = await Promise.race([
+        contextStarted,
         deadline,
         crashed,
         aborted,
       ]);
-    } catch (error) {
+      return await Promise.race([
+        this.printInContext(context, job, html, warnings, frame),
+        deadline,
+        crashed,
+        aborted,
+      ]);
+    } catch (caught) {
+      let error = asRenderError(caught);
+      // The page's target closed because the whole browser went: say so.
+      if (
+        error instanceof BrowserCrashedError &&
+        !(caught instanceof RenderFarmError) &&
+        handle &&
+        !handle.browser.connected
+      ) {
+        error = new BrowserCrashedError(
+          'browser crashed or was closed during the render',
+          { cause: caught },
+        );
+      }
       if (
         error instanceof RenderTimeoutError ||
         error instanceof BrowserCrashedError
       ) {
-        await this.afterFailure(error);
+        await this.afterFailure(error, handle);
       }
       throw error;
     } finally {
       clearTimeout(timer);
+      if (this.active <= 1) this.stopWatching();
       // One listener a render would pile up on a long-lived browser.
-      if (onDisconnect) handle.browser.off('disconnected', onDisconnect);
+      if (handle && onDisconnect)
+        handle.browser.off('disconnected', onDisconnect);
       if (onAbort) signal?.removeEventListener('abort', onAbort);
       // Closing the context closes its page and frees the renderer process;
       // without it every failed render would leave a tab behind.
-      await this.closeContext(context, handle);
+      if (handle && context) await this.closeContext(context, handle);
+      else if (handle && contextStarted) this.closeLate(contextStarted, handle);
     }
+  }
+
+  /** Closes a context that arrives after its render gave up on it. */
+  private closeLate(
+    started: Promise<BrowserContext>,
+    handle: BrowserHandle,
+  ): void {
+    started.then(
+      (context) => this.closeContext(context, handle),
+      (error: unknown) =>
+        this.logger.debug('browser context of a failed render never opened', {
+          pid: handle.pid,
+          error: errorMessage(error),
+        }),
+    );
   }
 
   private async printInContext(
@@ -374,12 +573,15 @@ export class Renderer {
     job: RenderJob,
     html: string,
     warnings: string[],
-  ): Promise<Buffer> {
+    frame: FrameReference,
+  ): Promise<PrintedPart> {
     const page = await context.newPage();
+    let crash: BrowserCrashedError | undefined;
     const crashed = new Promise<never>((_, reject) => {
-      page.once('error', (error) =>
-        reject(new BrowserCrashedError(`renderer crashed: ${error.message}`)),
-      );
+      page.once('error', (error) => {
+        crash = new BrowserCrashedError(`renderer crashed: ${error.message}`);
+        reject(crash);
+      });
     });
     crashed.catch(() => undefined);
     const router = new RequestRouter(
@@ -392,15 +594,45 @@ export class Renderer {
         }),
     );
     router.serve(html);
-    const steps = async () => {
+    const steps = async (): Promise<PrintedPart> => {
       await router.attach(page);
       await this.load(page);
       if (!(await waitForAssets(page, this.options.assetTimeoutMs, warnings)))
         await router.giveUp();
-      await checkFrameMargins(page, MIN_FRAME_MARGIN_MM);
-      return this.print(page, job);
+      await fitPageRules(
+        page,
+        paperOf(job.options['paper_size']),
+        MIN_FRAME_MARGIN_MM,
+        this.logger,
+      );
+      const pdf = await this.print(page, job);
+      if (!(await lastPageMayBeEmpty(pdf))) return { pdf };
+      // Only a page with the header and footer alone shows what they
+      // paint; printed once a render, and only when a last page has
+      // nothing tagged on it.
+      if (frame.paintOps === undefined) {
+        router.serve(FRAME_ONLY_HTML);
+        await this.load(page);
+        const [only] = await pagePaint(await this.print(page, job));
+        frame.paintOps = only?.paintOps ?? 0;
+      }
+      return { pdf, framePaintOps: frame.paintOps };
     };
-    return Promise.race([steps(), crashed]);
+    try {
+      return await Promise.race([steps(), crashed]);
+    } catch (error) {
+      // A crashed renderer closes its target, and the call waiting on it
+      // may fail before the crash event arrives: give the event a moment,
+      // it says what happened.
+      if (!(error instanceof RenderFarmError) && isClosedTarget(error)) {
+        await Promise.race([
+          crashed.catch(() => undefined),
+          new Promise((resolve) => setTimeout(resolve, 1_000)),
+        ]);
+        if (crash) throw crash;
+      }
+      throw error;
+    }
   }
 
   private async load(page: Page): Promise<void> {
@@ -413,11 +645,13 @@ export class Renderer {
   }
 
   private async print(page: Page, job: RenderJob): Promise<Buffer> {
-    const paper = PAPER_MM[String(job.options['paper_size'])] ?? PAPER_MM['a4'];
+    const paper = paperOf(job.options['paper_size']);
     const { header, footer } = this.frameTemplates(job);
     const pdf = await page.pdf({
-      width: `${paper?.width}mm`,
-      height: `${paper?.height}mm`,
+      // In inches: puppeteer turns millimetres into pixels at 3.78 a
+      // millimetre (not 96 / 25.4), which made Letter 612.96 pt wide.
+      width: `${paper.width / 25.4}in`,
+      height: `${paper.height / 25.4}in`,
       printBackground: true,
       preferCSSPageSize: false,
       // Tagged, so that pdf-pages can tell the body's marks from the
@@ -426,7 +660,8 @@ export class Renderer {
       displayHeaderFooter: true,
       headerTemplate: header,
       footerTemplate: footer,
-      // Margins of the template's @page rule win over these defaults.
+      // Margins of the template's @page rule win over these defaults; its
+      // size never does (fitPageRules).
       margin: { top: '16mm', bottom: '18mm', left: '12mm', right: '12mm' },
       timeout: 0,
     });
@@ -465,15 +700,17 @@ export class Renderer {
       this.logger.warn('browser context did not close; replacing the browser', {
         error: errorMessage(error),
       });
-      await this.replace('unresponsive');
+      await this.replace('unresponsive', handle);
     }
   }
 
-  private async afterFailure(error: Error): Promise<void> {
-    const handle = this.handle;
-    if (!handle) return;
+  private async afterFailure(
+    error: Error,
+    handle: BrowserHandle | undefined,
+  ): Promise<void> {
+    if (!handle || handle !== this.handle) return;
     if (error instanceof BrowserCrashedError && !handle.browser.connected) {
-      await this.replace('crash');
+      await this.replace('crash', handle);
     } else if (error instanceof RenderTimeoutError) {
       this.logger.warn('render timed out; its page is being torn down', {
         pid: handle.pid,
@@ -484,7 +721,7 @@ export class Renderer {
   /** The live browser, started (or restarted) when needed. */
   private async browser(): Promise<BrowserHandle> {
     if (this.handle?.browser.connected) return this.handle;
-    if (this.handle) await this.replace('crash');
+    if (this.handle) await this.replace('crash', this.handle);
     this.starting ??= launchBrowser(
       this.options.chromiumPath,
       this.options.timeoutMs + 10_000,
@@ -493,10 +730,15 @@ export class Renderer {
         this.handle = handle;
         handle.browser.once('disconnected', () => {
           if (this.handle === handle) {
+            // Said at once (the heartbeat goes out now); the browser is
+            // replaced by the next probe or render.
             this.logger.warn('browser disconnected', { pid: handle.pid });
+            this.setHealthy(handle, false);
           }
         });
         this.logger.info('browser started', { pid: handle.pid });
+        this.healthy = false;
+        this.setHealthy(handle, true);
         this.onLaunch(handle.pid);
         return handle;
       })
@@ -506,8 +748,18 @@ export class Renderer {
     return this.starting;
   }
 
-  private async replace(reason: BrowserRestartReason): Promise<void> {
+  /**
+   * Retires the browser and counts the restart. With `expected`, only if
+   * that browser is still the current one: two failures noticing one dead
+   * browser replace it once.
+   */
+  private async replace(
+    reason: BrowserRestartReason,
+    expected?: BrowserHandle,
+  ): Promise<void> {
     const old = this.handle;
+    if (expected && old !== expected) return;
+    this.setHealthy(old, false);
     this.handle = undefined;
     this.restarts[reason] = (this.restarts[reason] ?? 0) + 1;
     this.onRestart(reason);
@@ -564,6 +816,46 @@ function withTimeout<T>(
     );
   });
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/** Whether an error says the page, its session or the browser went away. */
+function isClosedTarget(error: unknown): boolean {
+  return (
+    error instanceof ConnectionClosedError ||
+    (error instanceof Error && error.name === 'TargetCloseError') ||
+    /Target closed|Session closed|Connection closed|browser has disconnected/i.test(
+      errorMessage(error),
+    )
+  );
+}
+
+/** What the header and footer alone paint, learnt once a render. */
+interface FrameReference {
+  paintOps?: number;
+}
+
+/**
+ * The error a failed render is reported with. Puppeteer's own errors for a
+ * page or browser that went away mid-call (a target or session closed, a
+ * protocol call that failed) become a passing {@link BrowserCrashedError}
+ * in plain words; the farm's own errors pass through.
+ */
+export function asRenderError(error: unknown): unknown {
+  if (error instanceof RenderFarmError) return error;
+  const message = errorMessage(error);
+  if (isClosedTarget(error)) {
+    return new BrowserCrashedError(
+      'the browser closed the page during the render (it crashed or was stopped)',
+      { cause: error },
+    );
+  }
+  if (error instanceof ProtocolError || /^Protocol error\b/.test(message)) {
+    return new BrowserCrashedError(
+      `the browser failed a step of the render: ${message.replace(/^Protocol error \(([^)]*)\): /, '$1: ')}`,
+      { cause: error },
+    );
+  }
+  return error;
 }
 
 function unique(items: string[]): string[] {

@@ -60,8 +60,9 @@ export interface TemplateEnvOptions {
 }
 
 /**
- * The Nunjucks environment of the farm: autoescaping on, undefined values
- * printed as errors, templates only from the root.
+ * The Nunjucks environment of the farm: autoescaping on, an undefined
+ * top-level name an error wherever it is used and an undefined value an
+ * error when printed, templates only from the root.
  */
 export function createTemplateEnv(
   options: TemplateEnvOptions,
@@ -70,11 +71,52 @@ export function createTemplateEnv(
     path.resolve(options.root),
     options.watch ?? false,
   );
-  return new nunjucks.Environment(loader, {
+  const env = new nunjucks.Environment(loader, {
     autoescape: true,
     throwOnUndefined: true,
     trimBlocks: true,
     lstripBlocks: true,
+  });
+  // Not in the type definitions, but a documented part of Environment.
+  const withGlobals = env as unknown as { globals: Record<string, unknown> };
+  withGlobals.globals = strictGlobals(withGlobals.globals);
+  return env;
+}
+
+/**
+ * Thrown when a template looks up a name that is neither in its context
+ * nor a global; {@link describeTemplateError} adds the file and line.
+ */
+export class UndefinedNameError extends Error {
+  constructor(readonly undefinedName: string) {
+    super(`"${undefinedName}" is undefined`);
+  }
+}
+
+/**
+ * Wraps an environment's globals so that every lookup of an undefined
+ * top-level name throws. Nunjucks looks a name up in the template's frame
+ * (loop variables, `set`, macro arguments) first, then takes it from the
+ * globals when `name in globals` and the context does not have it, else
+ * from the context. Claiming every name and throwing for the ones that are
+ * no real global makes a misspelt name an error wherever it is used (in
+ * `~`, arithmetic, filters, `for`, `if`), not only when it is printed with
+ * `{{ }}` (throwOnUndefined). The price: `is defined` and `default` cannot
+ * test a top-level name either; they still work on attributes
+ * (`order.total is defined`).
+ */
+function strictGlobals(
+  globals: Record<string, unknown>,
+): Record<string, unknown> {
+  return new Proxy(globals, {
+    has: (target, name) => typeof name === 'string' || name in target,
+    get: (target, name, receiver) => {
+      if (typeof name !== 'string' || name in target)
+        return Reflect.get(target, name, receiver) as unknown;
+      // A macro asks for `caller` to learn whether it was {% call %}ed.
+      if (name === 'caller') return undefined;
+      throw new UndefinedNameError(name);
+    },
   });
 }
 

@@ -1,6 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { TemplateError } from '../errors';
+import { partLogger } from '../logger';
+
+const templateLogger = partLogger('template');
 
 /** Names Nunjucks provides itself; never "undefined" in a template. */
 const BUILT_IN = new Set([
@@ -15,7 +18,13 @@ const BUILT_IN = new Set([
   'none',
 ]);
 
-const LOCATION = /\(([^()\n]+)\)(?: \[Line (\d+)(?:, Column (\d+))?\])?/g;
+/**
+ * Nunjucks' "(path) [Line N, Column M]" marks, one a line, each at the
+ * start of its line (after "Template render error: "): a parenthesis inside
+ * the error's own text, like "(reading 'join')", is no path.
+ */
+const LOCATION =
+  /^\s*(?:Template render error: )?\(([^()\n]+)\)(?: \[Line (\d+)(?:, Column (\d+))?\])?\s*$/gm;
 
 /**
  * Rewrites a Nunjucks error into words a template author can act on: the
@@ -42,12 +51,51 @@ export function describeTemplateError(
   );
   const place = places[places.length - 1];
   const file = place?.[1] ?? fallbackName;
-  const name = path.isAbsolute(file) ? path.relative(root, file) : file;
+  let name = path.isAbsolute(file) ? path.relative(root, file) : file;
   let line = place?.[2] ? Number(place[2]) : undefined;
-  const source = readSource(path.resolve(root, name));
+  let source = readSource(path.resolve(root, name));
   let reason = (raw.split('\n').pop() ?? raw)
     .replace(/^\s*(Error: )?/, '')
     .trim();
+
+  // A top-level name that is nowhere (see UndefinedNameError): Nunjucks
+  // knows no line for it, so it is looked for in the template's tags.
+  const missing = /^"([A-Za-z_$][\w$]*)" is undefined$/.exec(reason)?.[1];
+  if (missing) {
+    const pattern = new RegExp(`(?<![.\\w$])${escape(missing)}(?![\\w$])`);
+    let found = source ? lineInTags(source, pattern) : undefined;
+    if (found === undefined && name !== fallbackName) {
+      // Reported in the layout it extends, but written in the resource's
+      // own template (a block).
+      const own = readSource(path.resolve(root, fallbackName));
+      found = own ? lineInTags(own, pattern) : undefined;
+      if (found !== undefined) [name, source] = [fallbackName, own];
+    }
+    // Nunjucks names the extending template for an error in the layout it
+    // extends: follow its extends, a few levels at most.
+    for (let depth = 0; found === undefined && source && depth < 5; depth++) {
+      const parent = /\{%-?\s*extends\s+["']([^"']+)["']/.exec(source)?.[1];
+      if (!parent) break;
+      const parentName = parent.startsWith('.')
+        ? path.join(path.dirname(name), parent)
+        : parent;
+      source = readSource(path.resolve(root, parentName));
+      found = source ? lineInTags(source, pattern) : undefined;
+      if (found !== undefined) name = parentName;
+    }
+    line = found;
+  }
+  // A TypeError inside a filter or call: the property it read is the
+  // filter's or method's name more often than not.
+  const read = /\(reading '([^']+)'\)/.exec(reason)?.[1];
+  if (read && source) {
+    const word = escape(read);
+    line =
+      lineInTags(source, new RegExp(`\\|\\s*${word}\\b`)) ??
+      lineInTags(source, new RegExp(`\\.${word}\\b`)) ??
+      lineInTags(source, new RegExp(`\\b${word}\\s*\\(`)) ??
+      line;
+  }
 
   if (
     /attempted to output null or undefined value/.test(reason) &&
@@ -114,6 +162,28 @@ function localNames(source: string): Set<string> {
   return names;
 }
 
+/**
+ * The line of the first match of `pattern` inside a `{{ }}` or `{% %}` tag
+ * of a template, outside string literals; undefined when there is none.
+ */
+export function lineInTags(
+  source: string,
+  pattern: RegExp,
+): number | undefined {
+  for (const tag of source.matchAll(/\{([{%])[\s\S]*?[}%]\}/g)) {
+    // Strings blanked out, same length, so offsets still hold.
+    const code = tag[0].replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, (s) =>
+      ' '.repeat(s.length),
+    );
+    const at = pattern.exec(code);
+    if (at) {
+      const offset = (tag.index ?? 0) + at.index;
+      return source.slice(0, offset).split('\n').length;
+    }
+  }
+  return undefined;
+}
+
 function lineOf(source: string, pattern: RegExp): number | undefined {
   const index = source.split('\n').findIndex((text) => pattern.test(text));
   return index === -1 ? undefined : index + 1;
@@ -122,9 +192,13 @@ function lineOf(source: string, pattern: RegExp): number | undefined {
 function readSource(file: string): string | undefined {
   try {
     return fs.readFileSync(file, 'utf8');
-  } catch {
+  } catch (error) {
     // The path came from Nunjucks itself; unreadable means it was removed
     // meanwhile, and the message without a line is all we can give.
+    templateLogger.debug('template source not readable for the error line', {
+      file,
+      error: error instanceof Error ? error.message : String(error),
+    });
     return undefined;
   }
 }

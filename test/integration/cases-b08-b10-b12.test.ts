@@ -16,13 +16,25 @@ import {
   sleep,
   waitFor,
 } from '../support/supervisor-harness';
+import { chromiumProcessesOf } from '../support/renderer';
 
 /**
  * The per-render timeout T of these tests, in seconds. A heap-exhausting
- * script takes Chromium's V8 about 5 s of GC thrashing to die on this
- * 2-core machine; B08 wants the failure in under 0.5·T.
+ * script takes Chromium's V8 1.3 to 3.6 s of GC thrashing to die on this
+ * 2-core machine, and up to 6.1 s with a busy render beside it while other
+ * suites load the machine (measured); B08 wants the failure in under
+ * 0.5·T, 10 s.
  */
-const T_SECONDS = 12;
+const T_SECONDS = 20;
+
+/**
+ * B10's kill cycles and renders in this test. The case asks for 20 and 50;
+ * a cycle takes about 5 s here (a 3 s render, its retry after a 1 s
+ * backoff), so the full run takes two minutes and is the "soak" figure of
+ * scripts/benchmark.ts instead.
+ */
+const B10_CYCLES = 5;
+const B10_RENDERS = 20;
 
 /** The browser probe interval I of these tests, in ms. */
 const PROBE_MS = 1_500;
@@ -49,6 +61,29 @@ async function browserRestarts(
   reason: string,
 ): Promise<number> {
   return metric(await metrics(h), 'render_browser_restarts_total', { reason });
+}
+
+/**
+ * "P smoke tasks at once": with pool size P (pages of the one daemon), P
+ * smoke tasks enqueued together all succeed in under 10 s. Only honest
+ * with every slot free, so it first waits until nothing is rendering.
+ */
+async function poolSmokesOk(h: SupervisorHarness): Promise<void> {
+  await waitFor(
+    () => h.daemons().every((d) => d.tasks.length === 0),
+    60_000,
+    'every slot free',
+  );
+  const pool = h.config.daemons * h.config.pagesPerDaemon;
+  const startedAt = Date.now();
+  const ids: string[] = [];
+  for (let i = 0; i < pool; i++) ids.push(await h.enqueue('smoke'));
+  for (const id of ids) {
+    const result = await h.waitForResult(id, 10_000);
+    assert.equal(result.success, true, result.error);
+  }
+  const tookMs = Date.now() - startedAt;
+  assert.ok(tookMs < 10_000, `${pool} smoke tasks took ${tookMs} ms`);
 }
 
 /** "Next task OK": a smoke task succeeds in under 10 s and /healthz is 200. */
@@ -97,13 +132,15 @@ describe('cases B08, B10, B12', function () {
     after(async () => h?.stop());
     beforeEach(async () => h.waitReady());
 
-    it('B08(a): a heap-exhausting template fails fast with a crash error; other renders are unaffected', async () => {
+    it('B08(a): a heap-exhausting template fails in under 0.5·T with a crash error; a render beside it is unaffected', async () => {
       const started = Date.now();
       const hog = await h.enqueue('heap-hog');
-      const smoke = await h.enqueue('smoke');
+      await waitRendering(h, hog);
+      // A 3 s render in the daemon's other page while the hog grows.
+      const beside = await h.enqueue('slow', { wait_ms: 3000 });
 
-      const smokeResult = await h.waitForResult(smoke, 15_000);
-      assert.equal(smokeResult.success, true, smokeResult.error);
+      const besideResult = await h.waitForResult(beside, 30_000);
+      assert.equal(besideResult.success, true, besideResult.error);
       const result = await h.waitForResult(hog, 40_000);
       assert.equal(result.success, false);
       assert.match(result.error ?? '', /crash/i);
@@ -115,17 +152,30 @@ describe('cases B08, B10, B12', function () {
         ['retry', 'failure'],
       );
       for (const attempt of attempts) {
-        // The crash, not the deadline, ended each attempt. The case asks for
-        // under 0.5·T; V8's last-resort GCs before the OOM alone take 5 s or
-        // more on this loaded 2-core machine, so only "before T" is asserted.
+        // The crash, not the deadline, ended each attempt, in under 0.5·T.
         assert.match(attempt.error ?? '', /renderer crashed/);
         assert.ok(
-          attempt.durationMs < T_SECONDS * 1000,
+          attempt.durationMs < (T_SECONDS * 1000) / 2,
           `attempt took ${attempt.durationMs} ms`,
         );
       }
-      assert.ok(Date.now() - started < 30_000);
+      // The render beside it ran at the same time as the first crash, in
+      // one attempt.
+      const besideDone = finished.filter((e) => e.taskId === beside);
+      assert.deepEqual(
+        besideDone.map((e) => e.outcome),
+        ['success'],
+      );
+      const first = attempts[0] as Finished;
+      const besideEvent = besideDone[0] as Finished;
+      assert.ok(
+        besideEvent.atMs - besideEvent.durationMs < first.atMs &&
+          besideEvent.atMs > first.atMs - first.durationMs,
+        'the two renders overlapped',
+      );
+      assert.ok(Date.now() - started < 40_000);
       await nextTaskOk(h);
+      await poolSmokesOk(h);
     });
 
     it('B08(b): killing the renderer of a slow render fails that attempt with a crash error within 0.5·T', async () => {
@@ -160,20 +210,46 @@ describe('cases B08, B10, B12', function () {
         `${first.atMs - killedAt} ms`,
       );
 
-      // Its retry hangs again beside the smoke tasks until T (left to B10).
-      const smokes = [await h.enqueue('smoke'), await h.enqueue('smoke')];
-      const startedAt = Date.now();
-      for (const id of smokes)
-        assert.equal((await h.waitForResult(id, 10_000)).success, true);
-      assert.ok(
-        Date.now() - startedAt < 10_000,
-        'P smoke tasks at once in under 10 s',
-      );
+      // Its retry hangs again until T and gives up; then, with every slot
+      // free, P smoke tasks at once.
+      const last = await h.waitForResult(slow, T_SECONDS * 1000 + 30_000);
+      assert.equal(last.success, false);
+      assert.match(last.error ?? '', /gave up after 2 attempts/);
+      await nextTaskOk(h);
+      await poolSmokesOk(h);
     });
 
-    it('B10: 4 cycles of killing the browser mid-render leave no zombie, process or profile behind (20 cycles reduced to 4, 50 renders to 10)', async () => {
-      const cycles = 4;
-      const socketDirsBefore = chromiumSocketDirs();
+    it(`B10: ${B10_CYCLES} cycles of killing the browser mid-render, then ${B10_RENDERS} renders, leave no zombie, extra process or profile behind (the full 20 and 50: scripts/benchmark.ts soak)`, async function () {
+      // About 10 s a cycle while other suites load the machine.
+      this.timeout(240_000);
+      const cycles = B10_CYCLES;
+      // Chromium's singleton-socket folders of this test's browsers (other
+      // suites on the machine make their own), read from each profile's
+      // SingletonSocket link while the profile exists.
+      const socketDirs = new Set<string>();
+      const watchSockets = setInterval(() => {
+        for (const profile of h.profilesSeen) {
+          try {
+            const target = fs.readlinkSync(
+              path.join(profile, 'SingletonSocket'),
+            );
+            socketDirs.add(path.dirname(target));
+          } catch {
+            // Not made yet, or the profile is gone already.
+          }
+        }
+      }, 50);
+      watchSockets.unref();
+      // The steady state after start-up: one idle browser and its helpers.
+      await h.waitReady();
+      await waitFor(
+        () => h.daemons().every((d) => d.tasks.length === 0),
+        60_000,
+        'every slot free',
+      );
+      await sleep(1_000);
+      const baseline = chromiumProcessesOf(process.pid, h.profilesSeen).length;
+      assert.ok(baseline > 0, 'the live browser is counted');
       const tasks: string[] = [];
       for (let cycle = 0; cycle < cycles; cycle++) {
         await h.waitReady();
@@ -188,7 +264,8 @@ describe('cases B08, B10, B12', function () {
         assert.notEqual(h.daemon().browserPid, browserPid);
       }
       const normal: string[] = [];
-      for (let i = 0; i < 10; i++) normal.push(await h.enqueue('smoke'));
+      for (let i = 0; i < B10_RENDERS; i++)
+        normal.push(await h.enqueue('smoke'));
       for (const id of [...tasks, ...normal]) {
         assert.equal((await h.waitForResult(id, 60_000)).success, true);
         assert.equal(h.resultsOf(id).length, 1);
@@ -205,16 +282,26 @@ describe('cases B08, B10, B12', function () {
       await h.waitNoLeftovers();
       assert.ok(h.profilesSeen.size > cycles, 'the test saw every browser');
       // Chromium's singleton-socket folders: at most the live browser's.
-      const newSocketDirs = chromiumSocketDirs().filter(
-        (d) => !socketDirsBefore.includes(d),
-      );
-      assert.ok(newSocketDirs.length <= 1, newSocketDirs.join(', '));
+      clearInterval(watchSockets);
+      assert.ok(socketDirs.size >= cycles, 'the test saw the socket folders');
+      const leftSockets = [...socketDirs].filter((dir) => fs.existsSync(dir));
+      assert.ok(leftSockets.length <= 1, leftSockets.join(', '));
       // A zombie whose parent is alive is reaped a moment later: only one
       // that stays is a leak.
       await waitFor(
         () => chromiumZombies().length <= zombiesBefore,
         5_000,
         () => chromiumZombies().join('; '),
+      );
+      // `pgrep -c chrom` ≤ baseline + 2, for this supervisor's processes.
+      await waitFor(
+        () =>
+          chromiumProcessesOf(process.pid, h.profilesSeen).length <=
+          baseline + 2,
+        15_000,
+        () =>
+          `at most ${baseline + 2} Chromium processes, still ` +
+          chromiumProcessesOf(process.pid, h.profilesSeen).join('; '),
       );
     });
 
@@ -248,6 +335,84 @@ describe('cases B08, B10, B12', function () {
       await nextTaskOk(h);
     });
 
+    it('B12(a): a browser SIGSTOPped during a render makes /readyz fail within 2·I; the task is retried and answered once', async () => {
+      const before = await browserRestarts(h, 'unresponsive');
+      const id = await h.enqueue('slow', { wait_ms: 3000 });
+      await waitRendering(h, id);
+      h.startSampling(250);
+      const browserPid = h.daemon().browserPid;
+      const stoppedAt = Date.now();
+      process.kill(browserPid, 'SIGSTOP');
+      try {
+        await waitFor(
+          () =>
+            h.readySamples.some(
+              (s) => s.status !== 200 && s.sentMs > stoppedAt,
+            ),
+          2 * PROBE_MS,
+          'a non-200 while the render was running',
+        );
+        const result = await h.waitForResult(id, 40_000);
+        assert.equal(result.success, true, result.error);
+      } finally {
+        h.stopSampling();
+        // Killed by the renderer already; a no-op then.
+        try {
+          process.kill(browserPid, 'SIGCONT');
+        } catch {
+          // Gone, as it should be.
+        }
+      }
+      const attempts = finished.filter((e) => e.taskId === id);
+      assert.deepEqual(
+        attempts.map((e) => e.outcome),
+        ['retry', 'success'],
+      );
+      assert.match(attempts[0]?.error ?? '', /crash|closed/i);
+      assert.equal(h.resultsOf(id).length, 1, 'answered once');
+      assert.notEqual(h.daemon().browserPid, browserPid);
+      assert.equal((await browserRestarts(h, 'unresponsive')) - before, 1);
+      await h.waitNoLeftovers();
+      await nextTaskOk(h);
+    });
+
+    it('B12: a SIGKILLed idle browser is reported not ready by the heartbeat of its disconnect', async () => {
+      const changes: { pid: number; ready: boolean; atMs: number }[] = [];
+      const record = () => {
+        const d = h.daemon();
+        changes.push({
+          pid: d.browserPid,
+          ready: d.browserReady,
+          atMs: Date.now(),
+        });
+      };
+      h.supervisor.pool.on('change', record);
+      try {
+        const browserPid = h.daemon().browserPid;
+        const killedAt = Date.now();
+        process.kill(browserPid, 'SIGKILL');
+        // The heartbeat sent at the disconnect says not ready while it still
+        // names the dead browser. (Before, the first not-ready report came
+        // from the replacement, with pid 0, then from the new browser.)
+        await waitFor(
+          () =>
+            changes.some(
+              (c) => c.atMs > killedAt && !c.ready && c.pid === browserPid,
+            ),
+          10_000,
+          () =>
+            `a not-ready heartbeat naming the dead browser; got ${JSON.stringify(
+              changes.filter((c) => c.atMs > killedAt),
+            )}`,
+        );
+      } finally {
+        h.supervisor.pool.off('change', record);
+      }
+      await h.waitReady();
+      await h.waitNoLeftovers();
+      await nextTaskOk(h);
+    });
+
     it('B12(c): a busy-loop render leaves the daemon healthy; only it is killed at T', async () => {
       h.startSampling(500);
       const started = Date.now();
@@ -262,13 +427,16 @@ describe('cases B08, B10, B12', function () {
 
       await waitFor(
         () => finished.some((e) => e.taskId === hang),
-        20_000,
+        T_SECONDS * 1000 + 15_000,
         'the render killed',
       );
       const first = finished.find((e) => e.taskId === hang) as Finished;
       h.stopSampling();
       assert.equal(first.outcome, 'retry');
-      assert.match(first.error ?? '', /render time limit of 12 s exceeded/);
+      assert.match(
+        first.error ?? '',
+        new RegExp(`render time limit of ${T_SECONDS} s exceeded`),
+      );
       assert.ok(
         first.atMs - started < T_SECONDS * 1000 + 4_000,
         `${first.atMs - started} ms`,
@@ -397,10 +565,3 @@ describe('cases B08, B10, B12', function () {
     });
   });
 });
-
-/** Chromium's own temporary folders (`org.chromium.Chromium.*`). */
-function chromiumSocketDirs(): string[] {
-  return fs
-    .readdirSync(os.tmpdir())
-    .filter((name) => /^\.?org\.chromium\./.test(name));
-}

@@ -9,9 +9,11 @@ export interface PdfFacts {
   /** Size of the first page, in points. */
   widthPt: number;
   heightPt: number;
+  /** The Title metadata; empty when there is none. */
+  title: string;
 }
 
-/** A4 and Letter in points. */
+/** A4 and Letter in points (the PDF's pages are cropped to exactly these). */
 export const PAPER_PT = {
   a4: { width: 595.28, height: 841.89 },
   letter: { width: 612, height: 792 },
@@ -29,12 +31,18 @@ function fileOf(pdf: Buffer | string): string {
   return typeof pdf === 'string' ? pdf : tempPdf(pdf);
 }
 
-/** Page count and page size, from `pdfinfo`. */
+/** Page count, page size and title, from `pdfinfo`. */
 export function pdfFacts(pdf: Buffer | string): PdfFacts {
   const info = execFileSync('pdfinfo', [fileOf(pdf)], { encoding: 'utf8' });
   const pages = Number(/^Pages:\s+(\d+)/m.exec(info)?.[1]);
   const size = /^Page size:\s+([\d.]+) x ([\d.]+) pts/m.exec(info);
-  return { pages, widthPt: Number(size?.[1]), heightPt: Number(size?.[2]) };
+  const title = /^Title:\s+(.*)$/m.exec(info)?.[1] ?? '';
+  return {
+    pages,
+    widthPt: Number(size?.[1]),
+    heightPt: Number(size?.[2]),
+    title,
+  };
 }
 
 /** The text of every page, from `pdftotext`, in page order. */
@@ -127,4 +135,16 @@ export function rasterisePdf(
 
 function pageNumber(file: string): number {
   return Number(/-(\d+)\.png$/.exec(file)?.[1] ?? 0);
+}
+
+/** Every page's size in points, from `pdfinfo -f 1 -l N`. */
+export function pageSizes(
+  pdf: Buffer | string,
+): { widthPt: number; heightPt: number }[] {
+  const info = execFileSync('pdfinfo', ['-f', '1', '-l', '9999', fileOf(pdf)], {
+    encoding: 'utf8',
+  });
+  return [
+    ...info.matchAll(/^Page\s+\d+ size:\s+([\d.]+) x ([\d.]+) pts/gm),
+  ].map((m) => ({ widthPt: Number(m[1]), heightPt: Number(m[2]) }));
 }

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { Renderer } from '../../src/render/renderer';
 import type { RendererOptions } from '../../src/render/renderer';
 import { partLogger } from '../../src/logger';
@@ -44,4 +45,54 @@ export function testRenderer(
       maxTaskBytes: 1_000_000,
     });
   return { renderer, catalogue, job };
+}
+
+/**
+ * Live (not zombie) Chromium processes of a process tree: the descendants
+ * of `rootPid` (daemons' browsers, renderers, zygotes) and any process that
+ * names one of `profileDirs` (an orphan reparented to init). What
+ * `pgrep -c chrom` counts, without the other suites running on the machine.
+ * One `ps` line each.
+ */
+export function chromiumProcessesOf(
+  rootPid: number,
+  profileDirs: Iterable<string>,
+): string[] {
+  const lines = execFileSync('ps', ['-eo', 'pid=,ppid=,stat=,args='], {
+    encoding: 'utf8',
+  })
+    .split('\n')
+    .filter((line) => line.trim() !== '');
+  const rows = lines.map((line) => {
+    const [pid, ppid, stat, ...args] = line.trim().split(/\s+/);
+    return {
+      pid: Number(pid),
+      ppid: Number(ppid),
+      stat: stat ?? '',
+      command: args[0] ?? '',
+      args: args.join(' '),
+      line,
+    };
+  });
+  const children = new Map<number, number[]>();
+  for (const row of rows)
+    children.set(row.ppid, [...(children.get(row.ppid) ?? []), row.pid]);
+  const tree = new Set<number>();
+  const stack = [rootPid];
+  while (stack.length > 0) {
+    for (const child of children.get(stack.pop() as number) ?? []) {
+      if (tree.has(child)) continue;
+      tree.add(child);
+      stack.push(child);
+    }
+  }
+  const profiles = [...profileDirs];
+  return rows
+    .filter(
+      (row) =>
+        !row.stat.startsWith('Z') &&
+        /chrom/i.test(row.command) &&
+        (tree.has(row.pid) || profiles.some((dir) => row.args.includes(dir))),
+    )
+    .map((row) => row.line);
 }

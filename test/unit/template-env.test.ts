@@ -41,6 +41,44 @@ describe('template environment', () => {
         template: 'inside: {% include "./part.njk" %}',
         files: { 'part.njk': 'PART' },
       },
+      // B13: an undefined name used other than printed.
+      concat: { raw: true, template: 'Total\n{{ "x" ~ totl }}' },
+      length: { raw: true, template: 'Total\n{{ totl | length }}' },
+      plus: { raw: true, template: 'Total\n{{ totl + 1 }}' },
+      loop: {
+        raw: true,
+        template: 'Total\n{% for i in totl %}{{ i }}{% endfor %}',
+      },
+      test: { raw: true, template: 'Total\n{% if totl %}yes{% endif %}' },
+      'filter-join': { raw: true, template: 'Total\n{{ totl | join(",") }}' },
+      'member-join': {
+        raw: true,
+        template: 'Items\n\n{{ order.items | join(",") }}',
+      },
+      'in-block': { template: '<p>\n\n{{ totl }}</p>' },
+      'in-include': {
+        raw: true,
+        template: '{% include "./part.njk" %}',
+        files: { 'part.njk': 'one\ntwo {{ "a" ~ totl }}' },
+      },
+      features: {
+        raw: true,
+        template: [
+          '{% for i in range(3) %}{{ i }}{{ loop.index }}{% endfor %}',
+          '{% set c = cycler("a", "b") %}{{ c.next() }}{{ c.next() }}',
+          '{% set j = joiner("+") %}{% for i in [1, 2] %}{{ j() }}{{ i }}{% endfor %}',
+          '{% macro m(a, b = 2) %}{{ a }}{{ b }}{{ caller() if caller else "-" }}{% endmacro %}',
+          '{{ m(1) }}{% call m(3) %}C{% endcall %}',
+          '{% set x = 5 %}{{ x }}{% set y %}Y{% endset %}{{ y }}',
+          '{% from "./lib.njk" import twice %}{{ twice(4) }}',
+          '{% include "./part.njk" %}',
+          '{{ order.total is defined }}{{ order.missing is defined }}{{ order.missing | default("d") }}',
+        ].join(''),
+        files: {
+          'part.njk': '[{{ order.total }}]',
+          'lib.njk': '{% macro twice(n) %}{{ n * 2 }}{% endmacro %}',
+        },
+      },
     });
   });
 
@@ -66,6 +104,64 @@ describe('template environment', () => {
       .with.property('message')
       .that.matches(/money/)
       .and.matches(/line 1/);
+  });
+
+  for (const view of [
+    'concat',
+    'length',
+    'plus',
+    'loop',
+    'test',
+    'filter-join',
+  ]) {
+    it(`B13: an undefined name is an error however it is used (${view})`, () => {
+      expect(() => render(view, { order: { total: 3 } }))
+        .to.throw(TemplateError)
+        .with.property('message')
+        .that.equals(
+          `template ${view}/template.njk line 2: "totl" is undefined`,
+        );
+    });
+  }
+
+  it('B13: an undefined name in a block or an include names that file and line', () => {
+    const layout = { layout_css: '', resource_css: '', resource_name: 'R' };
+    expect(() => render('in-block', { ...layout, paper_size: 'a4' }))
+      .to.throw(TemplateError)
+      .with.property('message')
+      .that.matches(
+        /^template in-block\/template\.njk line 3: "totl" is undefined$/,
+      );
+    expect(() => render('in-include', {}))
+      .to.throw(TemplateError)
+      .with.property('message')
+      .that.matches(
+        /^template in-include\/part\.njk line 2: "totl" is undefined$/,
+      );
+  });
+
+  it('B13: an undefined name in the layout a template extends names the layout', () => {
+    expect(() => render('in-block', { paper_size: 'a4', totl: 1 }))
+      .to.throw(TemplateError)
+      .with.property('message')
+      .that.matches(
+        /^template _layout\/base\.njk line \d+: "resource_name" is undefined$/,
+      );
+  });
+
+  it('B13: a TypeError inside a filter names the template file and line', () => {
+    expect(() => render('member-join', { order: {} }))
+      .to.throw(TemplateError)
+      .with.property('message')
+      .that.matches(
+        /^template member-join\/template\.njk line 3: TypeError: Cannot read properties of undefined \(reading 'join'\)$/,
+      );
+  });
+
+  it('B13: strict names leave range, cycler, joiner, macros, caller, loop, set, imports and includes working', () => {
+    expect(render('features', { order: { total: 7 } })).to.equal(
+      '011223ab1+2' + '12-32C' + '5Y' + '8' + '[7]' + 'truefalsed',
+    );
   });
 
   it('fills a template when every value is there', () => {
