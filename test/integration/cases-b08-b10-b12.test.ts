@@ -1,7 +1,8 @@
 // Cases B08 (renderer crash fails fast, pool recovers), B10 (no zombie or
 // leftover Chromium processes or profiles after crashes) and B12 (health
-// tells the truth about dead, frozen and unstartable browsers), from
-// /work/shared/cases/README.md, on a real supervisor with real Chromium.
+// tells the truth about dead, frozen and unstartable browsers), failures
+// reported against other render services, here run on a real supervisor
+// with real Chromium.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
