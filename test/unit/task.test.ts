@@ -189,15 +189,12 @@ describe('parseTask', () => {
   });
 
   it('rejects a payload over the size limit before parsing it (B19)', () => {
-    const big = Buffer.from(
-      JSON.stringify({ ...valid(), blob: 'a'.repeat(5_000_000) }),
-    );
-    const started = Date.now();
+    // Not JSON at all: had it been parsed first, the error would say so.
+    const big = Buffer.from('{"kind": "task#render", ' + 'a'.repeat(5_000_000));
     expect(() => parseTask(big, 't', catalogue, limits)).to.throw(
       InvalidTaskError,
       /payload is 5000\d+ bytes, larger than the limit of 1000000 bytes/,
     );
-    expect(Date.now() - started).to.be.below(1_000);
   });
 
   it('rejects JSON nested 10,000 arrays deep without overflowing the stack (B19)', () => {
