@@ -29,6 +29,7 @@ import type { FakeCloudTasks } from '../../src/queue/fake-cloud-tasks-server';
 import type { LeasedTask, TaskQueue } from '../../src/queue/queue';
 import { SqliteQueue } from '../../src/queue/sqlite-queue';
 import { DocumentStore } from '../../src/storage/storage';
+import { takeResults } from '../support/farm';
 import { makeResourceRoot, taskFor } from '../support/resources';
 import { testRenderer } from '../support/renderer';
 
@@ -263,28 +264,6 @@ describe('Daemon (in process, real queue and browser)', function () {
         .at(-1)
         ?.tasks.some((t) => t.taskId === taskId) ?? false;
     return { daemon, events, lines, heartbeats, finished, holding };
-  }
-
-  /** Takes results off the queue until `count` came or `timeoutMs` passed. */
-  async function takeResults(
-    queue: TaskQueue,
-    count: number,
-    timeoutMs: number,
-  ): Promise<Result[]> {
-    const results: Result[] = [];
-    const deadline = Date.now() + timeoutMs;
-    while (results.length < count && Date.now() < deadline) {
-      for (const r of await queue.lease({
-        tag: 'result',
-        max: 5,
-        leaseSeconds: 30,
-      })) {
-        results.push(JSON.parse(r.payload.toString('utf8')) as Result);
-        await queue.acknowledge(r);
-      }
-      await sleep(100);
-    }
-    return results;
   }
 
   const sha256 = (r: Result) =>

@@ -179,7 +179,8 @@ export async function startFarm(
   };
 }
 
-async function takeResults(
+/** Takes results off a queue until `count` came or `timeoutMs` passed. */
+export async function takeResults(
   queue: TaskQueue,
   count: number,
   timeoutMs: number,

@@ -70,17 +70,40 @@ export function pdfFonts(pdf: Buffer | string): string[] {
 export function wordBoxes(
   pdf: Buffer | string,
   word: string,
-): { page: number; xMin: number; yMin: number; xMax: number; yMax: number }[] {
-  const html = execFileSync('pdftotext', ['-bbox', fileOf(pdf), '-'], {
+): ({ page: number } & Box)[] {
+  return placedWords(fileOf(pdf))
+    .filter((placed) => placed.word === word)
+    .map(({ page, xMin, yMin, xMax, yMax }) => ({
+      page,
+      xMin,
+      yMin,
+      xMax,
+      yMax,
+    }));
+}
+
+/** A rectangle on a page, in PDF points from the top left corner. */
+export interface Box {
+  xMin: number;
+  yMin: number;
+  xMax: number;
+  yMax: number;
+}
+
+/** A word printed on a page, with its box in points. */
+export interface PlacedWord extends Box {
+  /** Page number, from 1. */
+  page: number;
+  word: string;
+}
+
+/** Every word of a PDF file with its box, from one `pdftotext -bbox`. */
+export function placedWords(file: string): PlacedWord[] {
+  const html = execFileSync('pdftotext', ['-bbox', file, '-'], {
     encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
   });
-  const boxes: {
-    page: number;
-    xMin: number;
-    yMin: number;
-    xMax: number;
-    yMax: number;
-  }[] = [];
+  const words: PlacedWord[] = [];
   let page = 0;
   for (const line of html.split('\n')) {
     if (line.includes('<page ')) page++;
@@ -88,9 +111,10 @@ export function wordBoxes(
       /<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*)<\/word>/.exec(
         line,
       );
-    if (m && m[5] === word) {
-      boxes.push({
+    if (m) {
+      words.push({
         page,
+        word: unescapeHtml(m[5] ?? ''),
         xMin: Number(m[1]),
         yMin: Number(m[2]),
         xMax: Number(m[3]),
@@ -98,7 +122,16 @@ export function wordBoxes(
       });
     }
   }
-  return boxes;
+  return words;
+}
+
+function unescapeHtml(text: string): string {
+  return text
+    .replaceAll('&lt;', '<')
+    .replaceAll('&gt;', '>')
+    .replaceAll('&quot;', '"')
+    .replaceAll('&#39;', "'")
+    .replaceAll('&amp;', '&');
 }
 
 /**

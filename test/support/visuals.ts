@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import pixelmatch from 'pixelmatch';
@@ -8,6 +7,10 @@ import type { Catalogue } from '../../src/resources/catalogue';
 import type { OptionValue } from '../../src/resources/manifest';
 import { renderCatalogueJob } from './catalogue-render';
 import { rasterisePdf } from './pdf';
+import type { Box } from './pdf';
+
+export { placedWords } from './pdf';
+export type { Box, PlacedWord } from './pdf';
 
 /** Folder of the approved images, in the source tree (not dist/). */
 export const APPROVED_DIR = path.resolve(
@@ -172,14 +175,6 @@ export function caseOfFile(file: string): string | undefined {
   return /^(.+)-\d+\.png$/.exec(file)?.[1];
 }
 
-/** A rectangle on a page, in PDF points from the top left corner. */
-export interface Box {
-  xMin: number;
-  yMin: number;
-  xMax: number;
-  yMax: number;
-}
-
 /** An RGB colour, each channel 0 to 255. */
 export type Rgb = [number, number, number];
 
@@ -315,50 +310,6 @@ export function near(a: Rgb, b: Rgb, tolerance = 12): boolean {
 export function hexColour(hex: string): Rgb {
   const n = Number.parseInt(hex.replace(/^#/, ''), 16);
   return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
-}
-
-/** A word printed on a page, with its box in points. */
-export interface PlacedWord extends Box {
-  /** Page number, from 1. */
-  page: number;
-  word: string;
-}
-
-/** Every word of a PDF file with its box, from one `pdftotext -bbox`. */
-export function placedWords(file: string): PlacedWord[] {
-  const html = execFileSync('pdftotext', ['-bbox', file, '-'], {
-    encoding: 'utf8',
-    maxBuffer: 256 * 1024 * 1024,
-  });
-  const words: PlacedWord[] = [];
-  let page = 0;
-  for (const line of html.split('\n')) {
-    if (line.includes('<page ')) page++;
-    const m =
-      /<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*)<\/word>/.exec(
-        line,
-      );
-    if (m) {
-      words.push({
-        page,
-        word: unescapeHtml(m[5] ?? ''),
-        xMin: Number(m[1]),
-        yMin: Number(m[2]),
-        xMax: Number(m[3]),
-        yMax: Number(m[4]),
-      });
-    }
-  }
-  return words;
-}
-
-function unescapeHtml(text: string): string {
-  return text
-    .replaceAll('&lt;', '<')
-    .replaceAll('&gt;', '>')
-    .replaceAll('&quot;', '"')
-    .replaceAll('&#39;', "'")
-    .replaceAll('&amp;', '&');
 }
 
 function clamp(value: number, size: number): number {
