@@ -113,6 +113,9 @@ export class Preview {
       this.renderer = undefined;
       void old?.stop();
     } catch (error) {
+      // Known limit: only a broken shared part (the _layout/ folder, the
+      // folder itself) gets here, and it takes every resource's page down
+      // with one error page, since every template extends the layout.
       this.loadError = errorMessage(error);
       this.logger.warn('resources do not load', { error: this.loadError });
     }
