@@ -29,7 +29,7 @@ import type { FakeCloudTasks } from '../../src/queue/fake-cloud-tasks-server';
 import type { LeasedTask, TaskQueue } from '../../src/queue/queue';
 import { SqliteQueue } from '../../src/queue/sqlite-queue';
 import { DocumentStore } from '../../src/storage/storage';
-import { takeResults } from '../support/farm';
+import { takeResults, waitTasksAcknowledged } from '../support/farm';
 import { makeResourceRoot, taskFor } from '../support/resources';
 import { testRenderer } from '../support/renderer';
 
@@ -294,7 +294,7 @@ describe('Daemon (in process, real queue and browser)', function () {
           expect(String(r['document']).length).to.be.greaterThan(1000);
         }
         expect(sha256(results[0] ?? {})).to.equal(sha256(results[1] ?? {}));
-        expect(await inner.depth?.('task')).to.equal(0);
+        await waitTasksAcknowledged(inner);
         expect(await takeResults(inner, 1, 2_000)).to.have.length(0);
       });
 
@@ -325,7 +325,7 @@ describe('Daemon (in process, real queue and browser)', function () {
         expect(results.map((r) => [r['task_id'], r['success']])).to.deep.equal([
           [id, true],
         ]);
-        expect(await inner.depth?.('task')).to.equal(0);
+        await waitTasksAcknowledged(inner);
       });
 
       it('stops the render at once when a renewal is refused, and publishes nothing', async () => {
@@ -414,7 +414,7 @@ describe('Daemon (in process, real queue and browser)', function () {
     expect(results.map((r) => r['task_id'])).to.deep.equal([id]);
     // An acknowledgement refused would leave the task to come back when
     // its 3 s lease ran out, and be answered twice.
-    expect(await inner.depth?.('task')).to.equal(0);
+    await waitTasksAcknowledged(inner);
     expect(await takeResults(inner, 1, 6_000)).to.have.length(0);
   });
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { pageTexts, pdfFacts } from '../support/pdf';
 import type { Farm, Result } from '../support/farm';
-import { startFarm, waitFor } from '../support/farm';
+import { startFarm, waitFor, waitTasksAcknowledged } from '../support/farm';
 import { shortTaskId } from '../../src/queue/queue';
 import { RESOURCES_DIR, makeResourceRoot, taskFor } from '../support/resources';
 
@@ -444,7 +444,7 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       expect(attemptsOf(farm, ids[i] ?? ''), `body ${i}`).to.deep.equal([1]);
     });
     expect(results.find((r) => r.task_id === smokeId)?.success).to.equal(true);
-    expect(await farm.queue.depth?.('task')).to.equal(0);
+    await waitTasksAcknowledged(farm.queue);
     expect((await farm.status()).daemons[0]?.pid).to.equal(daemon?.pid);
     expect(
       (await fetch(`http://127.0.0.1:${farm.port}/healthz`)).status,
@@ -474,7 +474,7 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       results.filter((r) => smokes.includes(r.task_id) && r.success),
     ).to.have.length(10);
     expect(attemptsOf(farm, poison)).to.deep.equal([1, 2, 3]);
-    expect(await farm.queue.depth?.('task')).to.equal(0);
+    await waitTasksAcknowledged(farm.queue);
   });
 
   it('B18 (variant): a task whose daemon is SIGKILLed at each start is delivered 3 times, then fails once', async () => {
@@ -512,7 +512,7 @@ describe('delivery: kills, duplicates and poison tasks', function () {
       'gave up after 3 attempts: the daemon rendering the last one died (killed by SIGKILL)',
     );
     // Answered and acknowledged: there is no 4th delivery to come.
-    expect(await farm.queue.depth?.('task')).to.equal(0);
+    await waitTasksAcknowledged(farm.queue);
     const smoke = await farm.enqueue(taskFor('smoke'));
     const [after] = await farm.results(1, 60_000);
     expect(after?.task_id).to.equal(smoke);

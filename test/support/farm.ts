@@ -179,6 +179,28 @@ export async function startFarm(
   };
 }
 
+/**
+ * Waits until no task is left on a queue, every one acknowledged: a daemon
+ * acknowledges a task just after it publishes the result, so the result
+ * can be taken a moment before.
+ */
+export async function waitTasksAcknowledged(
+  queue: TaskQueue,
+  timeoutMs = 5_000,
+): Promise<void> {
+  let depth: number | undefined;
+  try {
+    await waitFor(async () => {
+      depth = await queue.depth?.('task');
+      return depth === 0 ? true : undefined;
+    }, timeoutMs);
+  } catch {
+    throw new Error(
+      `${depth} task(s) still on the queue after ${timeoutMs} ms`,
+    );
+  }
+}
+
 /** Takes results off a queue until `count` came or `timeoutMs` passed. */
 export async function takeResults(
   queue: TaskQueue,

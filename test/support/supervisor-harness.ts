@@ -481,15 +481,19 @@ export function rendererPids(browserPid: number): number[] {
 
 /**
  * The renderer of a browser that burns the most CPU over `windowMs`: the
- * one running a busy script.
+ * one running a busy script. Renderers in `older` (started before the
+ * render) are not candidates.
  */
 export async function busiestRenderer(
   browserPid: number,
   windowMs = 1_500,
   minTicks = 30,
+  older: ReadonlySet<number> = new Set(),
 ): Promise<number | undefined> {
   const before = new Map(
-    rendererPids(browserPid).map((pid) => [pid, cpuTicks(pid)]),
+    rendererPids(browserPid)
+      .filter((pid) => !older.has(pid))
+      .map((pid) => [pid, cpuTicks(pid)]),
   );
   await sleep(windowMs);
   let best: number | undefined;
