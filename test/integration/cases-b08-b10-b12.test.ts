@@ -202,37 +202,37 @@ describe('cases B08, B10, B12', function () {
     it('B08(b): killing the renderer of a slow render fails that attempt with a crash error within 0.5·T', async () => {
       // Renderers of earlier renders (or spare ones) are not the render's.
       const older = new Set(rendererPids(h.daemon().browserPid));
-      // A hang, so the busy renderer is surely the one serving the render.
       const slow = await h.enqueue('slow', { wait_ms: 100000 });
       await waitRendering(h, slow);
-      // The page's renderer is the one burning CPU; under load it may take
-      // a moment to start.
-      let renderer: number | undefined;
+      // Once one of the renderers started for it burns CPU, the busy script
+      // runs; under load it may take a moment to start.
       await waitFor(
-        async () => {
-          // Among the renderers started for it, the busy one burns at least
-          // a fifth of a core even on a loaded machine.
-          renderer = await busiestRenderer(
-            h.daemon().browserPid,
-            1_500,
-            30,
-            older,
-          );
-          return renderer !== undefined;
-        },
+        async () =>
+          (await busiestRenderer(h.daemon().browserPid, 1_500, 30, older)) !==
+          undefined,
         10_000,
         'the renderer running the busy script',
       );
-      assert.ok(renderer);
+      // Chromium starts about three renderers for a render; which one
+      // serves the page cannot be told from outside (the busiest is not
+      // always it), so all of them go. The page's is among them.
+      const fresh = rendererPids(h.daemon().browserPid).filter(
+        (pid) => !older.has(pid),
+      );
       const killedAt = Date.now();
-      process.kill(renderer, 'SIGKILL');
+      for (const pid of fresh) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // Gone already (a spare renderer that Chromium retired).
+        }
+      }
 
       await waitFor(
         () => finished.some((e) => e.taskId === slow),
         (T_SECONDS * 1000) / 2,
         () =>
-          `first attempt over (killed renderer ${renderer}, ` +
-          `${fs.existsSync(`/proc/${renderer}`) ? 'still there' : 'gone'}; ` +
+          `first attempt over (killed renderers ${JSON.stringify(fresh)}; ` +
           `renderers now ${JSON.stringify(rendererPids(h.daemon().browserPid))})`,
       );
       const first = finished.find((e) => e.taskId === slow) as Finished;
