@@ -213,7 +213,7 @@ describe('cases B08, B10, B12', function () {
         10_000,
         'the renderer running the busy script',
       );
-      // Chromium starts about three renderers for a render; which one
+      // Chromium starts several renderers for a render; which one
       // serves the page cannot be told from outside (the busiest is not
       // always it), so all of them go. The page's is among them.
       const fresh = rendererPids(h.daemon().browserPid).filter(
