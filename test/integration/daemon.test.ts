@@ -29,7 +29,7 @@ import type { FakeCloudTasks } from '../../src/queue/fake-cloud-tasks-server';
 import type { LeasedTask, TaskQueue } from '../../src/queue/queue';
 import { SqliteQueue } from '../../src/queue/sqlite-queue';
 import { DocumentStore } from '../../src/storage/storage';
-import { takeResults, waitTasksAcknowledged } from '../support/farm';
+import { takeResults, waitFor, waitTasksAcknowledged } from '../support/farm';
 import { makeResourceRoot, taskFor } from '../support/resources';
 import { testRenderer } from '../support/renderer';
 
@@ -129,21 +129,6 @@ class TakenOverAtFirstRenewal extends Passing {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function until<T>(
-  check: () => T | undefined | Promise<T | undefined>,
-  timeoutMs: number,
-  what: string,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline)
-      throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(100);
-  }
 }
 
 /** Log lines, parsed, of a logger the daemon writes to. */
@@ -306,7 +291,7 @@ describe('Daemon (in process, real queue and browser)', function () {
           'task',
         );
         const d = await startDaemon(client(), { leaseSeconds: 3 });
-        await until(() => d.holding(id) || undefined, 30_000, 'task held');
+        await waitFor(() => d.holding(id) || undefined, 30_000, 'task held');
         // Another worker polls all along; a lapsed lease would hand it the
         // task.
         let stolen = 0;
@@ -337,13 +322,13 @@ describe('Daemon (in process, real queue and browser)', function () {
         );
         const wrapper = new TakenOverAtFirstRenewal(client(), inner);
         const d = await startDaemon(wrapper, { leaseSeconds: 6 });
-        await until(() => d.holding(id) || undefined, 30_000, 'task held');
+        await waitFor(() => d.holding(id) || undefined, 30_000, 'task held');
         // Its first renewal comes 2 s into the render, and is refused.
-        const other = await until(() => wrapper.taken, 15_000, 'takeover');
+        const other = await waitFor(() => wrapper.taken, 15_000, 'takeover');
         expect(other.id).to.equal(id);
         const takenMs = Date.now();
 
-        await until(
+        await waitFor(
           () => (d.holding(id) ? undefined : true),
           12_000,
           'daemon let go of the task',
@@ -373,7 +358,11 @@ describe('Daemon (in process, real queue and browser)', function () {
           'task',
         );
         const first = await startDaemon(client(), { maxAttempts: 1 });
-        await until(() => first.holding(id) || undefined, 30_000, 'task held');
+        await waitFor(
+          () => first.holding(id) || undefined,
+          30_000,
+          'task held',
+        );
         await sleep(500);
         await first.daemon.stop(200);
         expect(first.finished()).to.have.length(0);
@@ -430,7 +419,13 @@ describe('Daemon (in process, real queue and browser)', function () {
     expect(results.map((r) => [r['task_id'], r['success']])).to.deep.equal([
       [id, true],
     ]);
-    expect(d.finished().map((f) => f.outcome)).to.deep.equal(['success']);
+    // The task-finished event follows the result, a moment later.
+    const finished = await waitFor(
+      () => (d.finished().length > 0 ? d.finished() : undefined),
+      5_000,
+      'task-finished event',
+    );
+    expect(finished.map((f) => f.outcome)).to.deep.equal(['success']);
     expect(
       d.lines.some((l) =>
         /could not put the result/.test(String(l['message'])),
@@ -448,7 +443,7 @@ describe('Daemon (in process, real queue and browser)', function () {
     const d = await startDaemon(client());
     const [result] = await takeResults(inner, 1, 30_000);
     expect(String(result?.['error'])).to.match(/field copies: got "x"/);
-    const [finished] = await until(
+    const [finished] = await waitFor(
       () => (d.finished().length > 0 ? d.finished() : undefined),
       5_000,
       'task-finished event',

@@ -236,8 +236,9 @@ function parseLine(line: string): Record<string, unknown> {
 
 /** Waits until `check` returns a value (not undefined), polling. */
 export async function waitFor<T>(
-  check: () => Promise<T | undefined>,
+  check: () => T | undefined | Promise<T | undefined>,
   timeoutMs: number,
+  what = 'condition',
   everyMs = 100,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -245,7 +246,7 @@ export async function waitFor<T>(
     const value = await check();
     if (value !== undefined) return value;
     if (Date.now() > deadline)
-      throw new Error(`condition not met within ${timeoutMs} ms`);
+      throw new Error(`${what} not met within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
